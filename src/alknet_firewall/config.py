@@ -14,7 +14,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,9 +30,7 @@ from pydantic_settings import (
 
 from alknet_firewall.queue_settings import QueueSettings
 
-DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / (
-    "alknet-firewall"
-)
+DEFAULT_CACHE_DIR = "~/.cache/alknet-firewall"
 
 
 class Section(BaseModel):
@@ -42,11 +47,16 @@ class ModelSettings(Section):
     hub_revision: str = "ab810cf68114990406fdf996510dd3d3c6adbdf5"
     gguf_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
     local_path: str = ""
-    cache_dir: str = str(DEFAULT_CACHE_DIR)
+    cache_dir: str = Field(default=DEFAULT_CACHE_DIR, validate_default=True)
     layers: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
     dtype: Literal["float32", "bfloat16", "auto"] = "auto"
     device: Literal["cpu", "cuda", "auto"] = "auto"
     threads: int = Field(default=0, ge=0)
+
+    @field_validator("cache_dir", "local_path")
+    @classmethod
+    def _expand_home(cls, path: str) -> str:
+        return str(Path(path).expanduser()) if path else path
 
     @field_validator("layers")
     @classmethod
@@ -57,9 +67,15 @@ class ModelSettings(Section):
 
 
 class WindowSettings(Section):
-    size: int = Field(default=256, ge=8, le=8192)
-    stride: int = Field(default=192, ge=1)
+    size: int = Field(default=128, ge=8, le=8192)
+    stride: int = Field(default=96, ge=1)
     pooling: Literal["mean", "max", "last"] = "mean"
+
+    @model_validator(mode="after")
+    def _no_gaps(self) -> WindowSettings:
+        if self.stride > self.size:
+            raise ValueError(f"stride ({self.stride}) > size ({self.size}) would skip tokens")
+        return self
 
 
 class BatchSettings(Section):

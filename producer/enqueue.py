@@ -1,0 +1,219 @@
+"""`alknet-firewall enqueue`: stream an input into the queue, one message per document.
+
+Memory stays flat whatever the input's size: records are read lazily, handled in chunks
+of `[queue.producer].chunk_size`, and a chunk is only sent while the broker queue is
+shorter than `max_queue_length` (backpressure: the producer waits for the workers).
+Per chunk, one pipelined round trip registers the documents and looks them up, one
+pipeline publishes the messages (Kombu's publish batch), one writes rows and counters.
+
+Nothing is sent twice for nothing: a document whose job already has its row is skipped
+(a re-run of a finished job sends nothing), and one whose text has a cached verdict
+under the codebook the workers serve gets its row from the cache. The producer has no
+model, so it learns that codebook version from the key the workers publish at start-up;
+before any worker has run, every document is sent (the workers check the cache too).
+A record the reader cannot turn into a document (`SourceError`) is stored as an error
+row, so rows in = rows out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from kombu.exceptions import BatchPublishError, OperationalError
+
+from alknet_firewall.config import Settings
+from alknet_firewall.schema import Document, Verdict
+from alknet_firewall.sources import Format, Record, SourceError, error_row, read_records
+from producer.jobs import JobBook, Lookup
+from worker.app import TASK_NAME, FirewallApp, create_app
+from worker.broker import queue_length
+from worker.keys import check_job_name, error_field, result_field
+from alknet_firewall.rows import result_row
+from worker.store import TRANSIENT_ERRORS, ResultStore, redis_client
+
+T = TypeVar("T")
+# What the producer retries with backoff: Redis away, or a publish pipeline that failed.
+_UNREACHABLE: tuple[type[Exception], ...] = (
+    *TRANSIENT_ERRORS,
+    OperationalError,
+    BatchPublishError,
+)
+_TASK_IDS = uuid.UUID("6f1d1c0e-5a7b-4c55-9a59-0d6b1f4d2e11")  # namespace of task ids
+
+
+class QueueUnavailable(RuntimeError):
+    """Redis (broker or results) stayed unreachable through every retry."""
+
+
+@dataclass(slots=True)
+class EnqueueReport:
+    """What one `enqueue` run did; also kept in the job's counters."""
+
+    job: str
+    read: int = 0  # records read: documents and unreadable records
+    sent: int = 0  # messages published
+    skipped: int = 0  # documents that already had a row, or got one from the cache
+    read_errors: int = 0  # unreadable records, stored as error rows
+    waited_s: float = 0.0  # time spent waiting for the queue to shrink
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """One chunk's work, sorted out after the lookup."""
+
+    to_send: list[tuple[Document, str]] = dataclasses.field(default_factory=list)
+    rows: list[tuple[str, dict[str, object]]] = dataclasses.field(default_factory=list)
+    skipped: int = 0
+    read_errors: int = 0
+
+
+def task_id(job: str, field: str) -> str:
+    """The same id for the same document of the same job: Flower shows resends as one."""
+    return str(uuid.uuid5(_TASK_IDS, f"{job}\n{field}"))
+
+
+class Enqueuer:
+    """Sends one input to the queue for one job."""
+
+    def __init__(self, settings: Settings, job: str) -> None:
+        self.settings = settings
+        self.q = settings.queue
+        self.job = check_job_name(job)
+        self.store = ResultStore.from_settings(self.q)
+        self.book = JobBook(self.store)
+        self.broker = redis_client(self.q.broker_url)
+        self.app: FirewallApp = create_app(settings)
+        self.report = EnqueueReport(job)
+
+    def run(
+        self, records: Iterable[Record], source: str, on_chunk: Callable[[EnqueueReport], None]
+    ) -> EnqueueReport:
+        """Send every record; `on_chunk` sees the report after each chunk."""
+        base = self._retry(lambda: self.book.start_run(self.job, source))
+        codebook = self._retry(self.store.codebook_version)
+        numbered = enumerate(records)
+        while chunk := list(itertools.islice(numbered, self.q.producer.chunk_size)):
+            self._wait_for_room()
+            self._send_chunk(chunk, base, codebook)
+            on_chunk(self.report)
+        self._retry(lambda: self.book.finish_run(self.job))
+        return self.report
+
+    def _send_chunk(self, chunk: list[tuple[int, Record]], base: int, codebook: str | None) -> None:
+        entries = [_entry(pos, rec, base, self.store, codebook) for pos, rec in chunk]
+        found = self._retry(lambda: self.book.look_up(self.job, entries))
+        work = _sort_out(chunk, entries, found, codebook)
+        self._retry(lambda: self._publish(work.to_send))
+        self.report.sent += len(work.to_send)
+        self._retry(lambda: self._store_rows(work.rows))
+        counts = {"read": len(chunk), "sent": len(work.to_send)}
+        counts |= {"skipped": work.skipped, "read_errors": work.read_errors}
+        self._retry(lambda: self.book.add_counts(self.job, **counts))
+        self.report.read += len(chunk)
+        self.report.skipped += work.skipped
+        self.report.read_errors += work.read_errors
+
+    def _publish(self, docs: Sequence[tuple[Document, str]]) -> None:
+        if not docs:
+            return
+        with self.app.producer_or_acquire() as producer, producer.batch(max_size=len(docs)):
+            for doc, field in docs:
+                self.app.send_task(
+                    TASK_NAME,
+                    kwargs={"job": self.job, "doc_id": doc.id, "text": doc.text, "meta": doc.meta},
+                    task_id=task_id(self.job, field),
+                    queue=self.q.queue,
+                    producer=producer,
+                    retry=False,  # the whole chunk is retried instead: see _retry
+                )
+
+    def _store_rows(self, rows: Sequence[tuple[str, dict[str, object]]]) -> None:
+        pipe = self.store.client.pipeline(transaction=False)
+        for field, row in rows:
+            self.store.put_row(self.job, field, row, pipe=pipe)
+        pipe.execute()
+
+    def _wait_for_room(self) -> None:
+        limit = self.q.producer.max_queue_length
+        started = time.monotonic()
+        while self._retry(lambda: queue_length(self.broker, self.store.keys)) > limit:
+            time.sleep(self.q.producer.backpressure_poll_s)
+        self.report.waited_s += time.monotonic() - started
+
+    def _retry(self, call: Callable[[], T]) -> T:
+        """`call()` with retries and backoff while Redis is unreachable, then give up."""
+        p = self.q.producer
+        delay = p.connect_backoff_s
+        for attempt in range(p.connect_retries + 1):
+            try:
+                return call()
+            except _UNREACHABLE as exc:
+                if attempt == p.connect_retries:
+                    raise QueueUnavailable(self._unavailable(exc)) from exc
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _unavailable(self, exc: Exception) -> str:
+        r = self.report
+        return (
+            f"Redis unreachable ({type(exc).__name__}: {exc}) after "
+            f"{self.q.producer.connect_retries} retries; broker {self.q.broker_url}, "
+            f"results {self.q.result_url}. Job {r.job!r} so far: {r.read} read, "
+            f"{r.sent} sent, {r.skipped} skipped, {r.read_errors} unreadable. "
+            "Run the same command again to send the rest: documents already sent "
+            "are screened once."
+        )
+
+
+def _entry(
+    position: int, record: Record, base: int, store: ResultStore, codebook: str | None
+) -> tuple[str, int, str | None]:
+    """(field, position in the job, cache key to look up) for one record."""
+    if isinstance(record, SourceError):
+        return error_field(position), base + position, None
+    digest = record.digest
+    cache_key = None if codebook is None else store.keys.cache(codebook, digest)
+    return result_field(record.id, digest), base + position, cache_key
+
+
+def _sort_out(
+    chunk: list[tuple[int, Record]],
+    entries: list[tuple[str, int, str | None]],
+    found: list[Lookup],
+    codebook: str | None,
+) -> _Chunk:
+    work = _Chunk()
+    for (_, record), (field, _, _), lookup in zip(chunk, entries, found, strict=True):
+        if isinstance(record, SourceError):
+            work.read_errors += 1
+            row = {**error_row(record), "codebook_version": codebook}
+            work.rows.append((field, row))
+        elif lookup.done:
+            work.skipped += 1
+        elif lookup.cached is not None:
+            work.skipped += 1
+            verdict = Verdict.model_validate_json(lookup.cached)
+            work.rows.append((field, result_row(record.id, record.meta, verdict)))
+        else:
+            work.to_send.append((record, field))
+    return work
+
+
+def enqueue(
+    settings: Settings,
+    source: str,
+    job: str,
+    *,
+    fmt: Format = "auto",
+    on_chunk: Callable[[EnqueueReport], None] = lambda _: None,
+) -> EnqueueReport:
+    """Read `source` (JSONL, CSV, chat log, folder or "-") and queue it as `job`."""
+    records: Iterator[Record] = read_records(source, fmt=fmt, max_chars=settings.limits.max_chars)
+    return Enqueuer(settings, job).run(records, source, on_chunk)

@@ -1,0 +1,156 @@
+"""A job's bookkeeping in Redis: its documents, counters, progress and rows.
+
+A job is the set of documents of one input, named by the user. Its documents are a
+sorted set (field -> input position), so a job knows its size and its order without
+the producer holding anything; the workers' rows land in the results hash (see
+`worker.store`). Enqueuing the same input again resumes or, for a finished job, does
+nothing: a job name stands for one input.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.typing import EncodableT, FieldT
+
+from worker.store import ResultStore
+
+# Counters the producer adds to (the workers add `done` and `errors`).
+COUNTERS = ("read", "sent", "skipped", "read_errors")
+
+
+@dataclass(frozen=True, slots=True)
+class JobProgress:
+    """A snapshot of a job, as `alknet-firewall status` shows it."""
+
+    job: str
+    total: int  # documents and unreadable records known so far
+    done: int  # rows stored (verdicts, cache hits and error rows)
+    errors: int  # rows whose decision is "error"
+    counters: dict[str, int]
+    run_started_at: float
+    enqueue_finished: bool
+    done_at_run_start: int
+    last_done_at: float | None
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.total - self.done)
+
+    @property
+    def finished(self) -> bool:
+        return self.enqueue_finished and self.pending == 0
+
+    @property
+    def docs_per_second(self) -> float | None:
+        """Rows stored per second since this run of `enqueue` started."""
+        done = self.done - self.done_at_run_start
+        if self.last_done_at is None or done <= 0:
+            return None
+        return done / max(self.last_done_at - self.run_started_at, 1e-3)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What Redis knows of one record of a chunk."""
+
+    done: bool  # the job already has its row
+    cached: str | None  # verdict JSON from the shared cache, if any
+
+
+class JobBook:
+    """Reads and writes a job's bookkeeping keys."""
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+        self.client = store.client
+        self.keys = store.keys
+
+    def start_run(self, job: str, source: str) -> int:
+        """Mark the start of an `enqueue` run; returns the position of its first record."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(k.job_docs(job))
+        pipe.hlen(k.job_results(job))
+        base, done = pipe.execute()
+        meta: dict[FieldT, EncodableT] = {
+            "source": source,
+            "run_started_at": time.time(),
+            "done_at_run_start": int(done),
+        }
+        pipe.hset(k.job_meta(job), mapping=meta)
+        pipe.hdel(k.job_meta(job), "enqueue_finished_at", *COUNTERS)
+        self._refresh_expiry(pipe, job)
+        pipe.execute()
+        return int(base)
+
+    def look_up(self, job: str, entries: Sequence[tuple[str, int, str | None]]) -> list[Lookup]:
+        """Register (field, position, cache key or None) entries; say which are done."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        for field, position, cache_key in entries:
+            pipe.zadd(k.job_docs(job), {field: position}, nx=True)
+            pipe.hexists(k.job_results(job), field)
+            if cache_key is not None:
+                pipe.get(cache_key)
+        replies = iter(pipe.execute())
+        found = []
+        for _, _, cache_key in entries:
+            next(replies)  # ZADD: whether the field is new does not change what to do
+            done = bool(next(replies))
+            cached = next(replies) if cache_key is not None else None
+            found.append(Lookup(done, cached))
+        return found
+
+    def add_counts(self, job: str, **deltas: int) -> None:
+        """Add to the job's producer counters (see COUNTERS) and keep its keys alive."""
+        pipe = self.client.pipeline(transaction=False)
+        for name, delta in deltas.items():
+            if delta:
+                pipe.hincrby(self.keys.job_meta(job), name, delta)
+        self._refresh_expiry(pipe, job)
+        pipe.execute()
+
+    def finish_run(self, job: str) -> None:
+        """Mark the input as fully enqueued: the job is done once every row is stored."""
+        self.client.hset(self.keys.job_meta(job), "enqueue_finished_at", time.time())
+
+    def progress(self, job: str) -> JobProgress | None:
+        """The job's progress, or None when Redis knows no such job."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(k.job_meta(job))
+        pipe.zcard(k.job_docs(job))
+        pipe.hlen(k.job_results(job))
+        meta, total, done = pipe.execute()
+        if not meta:
+            return None
+        last = meta.get("last_done_at")
+        return JobProgress(
+            job=job,
+            total=int(total),
+            done=int(done),
+            errors=int(meta.get("errors", 0)),
+            counters={name: int(meta.get(name, 0)) for name in COUNTERS},
+            run_started_at=float(meta.get("run_started_at", 0.0)),
+            enqueue_finished="enqueue_finished_at" in meta,
+            done_at_run_start=int(meta.get("done_at_run_start", 0)),
+            last_done_at=None if last is None else float(last),
+        )
+
+    def rows(self, job: str, chunk: int = 1000) -> Iterator[dict[str, Any] | None]:
+        """Every document's row in input order; None for one not screened yet."""
+        k = self.keys
+        start = 0
+        while fields := self.client.zrange(k.job_docs(job), start, start + chunk - 1):
+            for raw in self.client.hmget(k.job_results(job), [str(f) for f in fields]):
+                yield None if raw is None else json.loads(raw)
+            start += chunk
+
+    def _refresh_expiry(self, pipe: Any, job: str) -> None:
+        for key in self.keys.job_keys(job):
+            pipe.expire(key, self.keys.results_ttl_s)

@@ -1,0 +1,207 @@
+"""Fitting a codebook from labelled window activations.
+
+Documents are split three ways (seeded, stratified by file): densities are fitted on the
+first part, the per-signal combiners on the second, and thresholds are calibrated on the
+benign documents of the third, which neither of the other steps saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from alknet_firewall.codebook import Codebook, CodebookMeta, Thresholds
+from alknet_firewall.config import CodebookSettings, WindowSettings
+from alknet_firewall.corpus import LabelledRows
+from alknet_firewall.density import fit_log_density, grid_bounds
+from alknet_firewall.features import WindowFeatures
+from alknet_firewall.metrics import detection_metrics
+from alknet_firewall.scoring import document_scores
+
+MAX_SVD_ROWS = 20_000
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    model_id: str
+    weight_digest: str
+    layers: list[int]
+
+
+def fit_codebook(
+    features: WindowFeatures,
+    rows: LabelledRows,
+    model: ModelIdentity,
+    windows: WindowSettings,
+    settings: CodebookSettings,
+) -> Codebook:
+    """Fit every part of a codebook; validation metrics go into its metadata."""
+    if features.n_docs != len(rows):
+        raise ValueError(f"{features.n_docs} documents of features for {len(rows)} rows")
+    signals = sorted({kind for kind, label in zip(rows.kinds, rows.labels, strict=True) if label})
+    if not signals or all(rows.labels):
+        raise ValueError("fitting needs both benign rows and attack rows")
+    doc_class = np.array(
+        [signals.index(kind) + 1 if label else 0 for kind, label in zip(rows.kinds, rows.labels, strict=True)]
+    )
+    part = split_documents(rows.files, settings.calibration_fraction, settings.seed)
+    window_class = doc_class[features.doc]
+    window_part = part[features.doc]
+
+    tensors: dict[str, np.ndarray] = {}
+    density_rows = window_part == 0
+    for index in range(len(model.layers)):
+        vectors = features.pooled[density_rows, index, :]
+        tensors |= fit_layer(index, vectors, window_class[density_rows], len(signals) + 1, settings)
+
+    meta = CodebookMeta(
+        model_id=model.model_id,
+        weight_digest=model.weight_digest,
+        layers=list(model.layers),
+        pooling=windows.pooling,
+        window_size=windows.size,
+        window_stride=windows.stride,
+        signals=signals,
+        rank=settings.rank,
+        thresholds=Thresholds(flag=1.0, block=1.0),
+        flag_fpr=settings.flag_fpr,
+        block_fpr=settings.block_fpr,
+        data_digest=rows.digest(),
+    )
+    draft = Codebook(meta, tensors)
+    tensors |= fit_combiners(draft, features, doc_class, part == 1, len(signals))
+    codebook = Codebook(meta, tensors)
+
+    held_out = np.flatnonzero(part == 2)
+    scores = document_scores(codebook, features, held_out)
+    labels = (doc_class[held_out] > 0).astype(int)
+    benign_scores = scores[labels == 0]
+    meta.thresholds = Thresholds(
+        flag=float(np.quantile(benign_scores, 1.0 - settings.flag_fpr)),
+        block=float(np.quantile(benign_scores, 1.0 - settings.block_fpr)),
+    )
+    meta.metrics = {
+        "held_out_documents": int(len(held_out)),
+        **detection_metrics(labels, scores, meta.thresholds.flag),
+    }
+    return codebook
+
+
+def split_documents(files: Sequence[str], fraction: float, seed: int) -> np.ndarray:
+    """Part per document: 0 densities, 1 combiners, 2 calibration; `fraction` of each file
+    goes to parts 1 and 2 (half each)."""
+    rng = np.random.default_rng(seed)
+    part = np.zeros(len(files), dtype=np.int64)
+    names = np.array(files)
+    for name in sorted(set(files)):
+        members = rng.permutation(np.flatnonzero(names == name))
+        held = max(2, round(len(members) * fraction)) if len(members) >= 4 else 0
+        part[members[: held // 2]] = 1
+        part[members[held // 2 : held]] = 2
+    return part
+
+
+def fit_layer(
+    index: int,
+    vectors: np.ndarray,
+    classes: np.ndarray,
+    n_classes: int,
+    settings: CodebookSettings,
+) -> dict[str, np.ndarray]:
+    """Basis, per-component densities per class and residual statistics for one layer."""
+    mean = vectors.mean(axis=0)
+    # Standardise per dimension: a few residual-stream dimensions carry huge, uninformative
+    # magnitudes that would otherwise take over the basis.
+    scale = vectors.std(axis=0) + 1e-3
+    standard = (vectors - mean) / scale
+    basis = principal_axes(standard, classes, n_classes, settings.rank, settings.seed)
+    coords = standard @ basis
+    low, high = grid_bounds(coords)
+    tables = np.zeros((n_classes, basis.shape[1], settings.grid_points), dtype=np.float32)
+    for klass in range(n_classes):
+        members = coords[classes == klass]
+        for component in range(basis.shape[1]):
+            tables[klass, component] = fit_log_density(
+                members[:, component],
+                float(low[component]),
+                float(high[component]),
+                settings.grid_points,
+                settings.smoothing,
+            )
+    benign_residual = np.linalg.norm(standard - coords @ basis.T, axis=1)[classes == 0]
+    log_residual = np.log(benign_residual + 1e-6)
+    prefix = f"layer{index}."
+    return {
+        prefix + "mean": mean.astype(np.float32),
+        prefix + "scale": scale.astype(np.float32),
+        prefix + "basis": basis.astype(np.float32),
+        prefix + "low": low.astype(np.float32),
+        prefix + "high": high.astype(np.float32),
+        prefix + "log_density": tables,
+        prefix + "residual_stats": np.array(
+            [log_residual.mean(), log_residual.std() + 1e-6], dtype=np.float32
+        ),
+    }
+
+
+def principal_axes(
+    standard: np.ndarray, classes: np.ndarray, n_classes: int, rank: int, seed: int
+) -> np.ndarray:
+    """Top right-singular vectors of class-balanced rows, so the large benign share does
+    not crowd the attack directions out of the basis."""
+    rng = np.random.default_rng(seed)
+    per_class = MAX_SVD_ROWS // n_classes
+    chosen = [
+        rng.choice(members, size=min(per_class, len(members)), replace=False)
+        for klass in range(n_classes)
+        if len(members := np.flatnonzero(classes == klass))
+    ]
+    sample = standard[np.concatenate(chosen)]
+    _, _, vt = np.linalg.svd(sample - sample.mean(axis=0), full_matrices=False)
+    return vt[: min(rank, vt.shape[0])].T
+
+
+def fit_combiners(
+    draft: Codebook,
+    features: WindowFeatures,
+    doc_class: np.ndarray,
+    in_part: np.ndarray,
+    n_signals: int,
+) -> dict[str, np.ndarray]:
+    """Per signal, a logistic regression on the layer scores: benign windows against the
+    most telling window of each document of that signal (an attack document's other
+    windows may be perfectly ordinary text)."""
+    windows = np.flatnonzero(in_part[features.doc])
+    layer_scores = draft.layer_features(features.pooled[windows])
+    n_layers = len(draft.meta.layers)
+    window_doc = features.doc[windows]
+    window_class = doc_class[window_doc]
+    benign = window_class == 0
+    weights = np.zeros((n_signals, layer_scores.shape[1]), dtype=np.float32)
+    bias = np.zeros(n_signals, dtype=np.float32)
+    for signal in range(n_signals):
+        llr = layer_scores[:, signal * n_layers : (signal + 1) * n_layers].sum(axis=1)
+        positive = best_window_per_doc(window_doc, llr, window_class == signal + 1)
+        if positive.size == 0:
+            continue
+        x = np.concatenate([layer_scores[benign], layer_scores[positive]])
+        y = np.concatenate([np.zeros(benign.sum()), np.ones(positive.size)])
+        model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+        model.fit(x, y)
+        weights[signal] = model.coef_[0]
+        bias[signal] = model.intercept_[0]
+    return {"combiner.weights": weights, "combiner.bias": bias}
+
+
+def best_window_per_doc(window_doc: np.ndarray, score: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Indices (into the window arrays) of the highest-scoring masked window per document."""
+    candidates = np.flatnonzero(mask)
+    if candidates.size == 0:
+        return candidates
+    order = candidates[np.lexsort((-score[candidates], window_doc[candidates]))]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = window_doc[order[1:]] != window_doc[order[:-1]]
+    return order[first]

@@ -1,0 +1,133 @@
+"""`Firewall`: the model and codebook loaded once, screening texts into verdicts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from alknet_firewall.codebook import Codebook
+from alknet_firewall.config import Settings, load_settings
+from alknet_firewall.features import extract
+from alknet_firewall.model import DetectorModel, TransformersDetector
+from alknet_firewall.schema import Alarm, Decision, Verdict
+from alknet_firewall.scoring import DocumentScores, score_documents
+
+PACKAGED_CODEBOOK = Path(__file__).parent / "data" / "codebook"
+SCORE_DECIMALS = 6  # rounding hides float noise from batch composition: same text, same verdict
+
+
+class Firewall:
+    """Screens untrusted text. Load once (seconds), then call `screen` / `screen_batch`."""
+
+    def __init__(self, model: DetectorModel, codebook: Codebook, settings: Settings) -> None:
+        codebook.check_model(model.model_id, model.weight_digest, list(model.layers))
+        meta = codebook.meta
+        if (meta.window_size, meta.window_stride, meta.pooling) != (
+            settings.windows.size,
+            settings.windows.stride,
+            settings.windows.pooling,
+        ):
+            # The codebook's numbers only mean something for the windows it was fitted on.
+            settings = settings.model_copy(deep=True)
+            settings.windows.size = meta.window_size
+            settings.windows.stride = meta.window_stride
+            settings.windows.pooling = meta.pooling  # type: ignore[assignment]
+        self.model = model
+        self.codebook = codebook
+        self.settings = settings
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Firewall:
+        """Load the configured model (converting it on first use) and codebook."""
+        settings = settings or load_settings()
+        model = TransformersDetector.from_settings(settings.model)
+        return cls(model, load_codebook(settings), settings)
+
+    @property
+    def codebook_version(self) -> str:
+        return self.codebook.meta.version
+
+    def screen(self, text: str) -> Verdict:
+        """Screen one text."""
+        return self.screen_batch([text])[0]
+
+    def screen_batch(self, texts: Sequence[str], *, progress: bool = False) -> list[Verdict]:
+        """Screen many texts in length-sorted, token-budget batches; one verdict each, in order.
+
+        A text that cannot be screened (not a string, empty, over the length limit) gets an
+        error verdict; the others are screened as usual.
+        """
+        verdicts: list[Verdict | None] = [self._refuse(text) for text in texts]
+        todo = [i for i, verdict in enumerate(verdicts) if verdict is None]
+        if todo:
+            features = extract(
+                self.model,
+                [texts[i] for i in todo],
+                self.settings.windows,
+                self.settings.batching.token_budget,
+                progress=progress,
+            )
+            scores = score_documents(self.codebook, features)
+            windows = np.bincount(features.doc, minlength=features.n_docs)
+            for row, index in enumerate(todo):
+                verdicts[index] = self._verdict(
+                    scores, row, int(features.tokens_per_doc[row]), int(windows[row])
+                )
+        return [verdict for verdict in verdicts if verdict is not None]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Text tokens per text, as the model counts them (for batching by token budget)."""
+        encoded = self.model.tokenizer(list(texts), add_special_tokens=False, verbose=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def _refuse(self, text: object) -> Verdict | None:
+        if not isinstance(text, str):
+            reason = f"text must be a string, got {type(text).__name__}"
+        elif not text.strip():
+            reason = "empty text"
+        elif len(text) > self.settings.limits.max_chars:
+            limit = self.settings.limits.max_chars
+            reason = f"text has {len(text):,} characters; limits.max_chars is {limit:,}"
+        else:
+            return None
+        return Verdict.failed(reason, self.codebook_version)
+
+    def _verdict(self, scores: DocumentScores, row: int, tokens: int, windows: int) -> Verdict:
+        if not scores.has_windows[row]:
+            return Verdict.failed("text has no tokens", self.codebook_version)
+        thresholds = self.codebook.meta.thresholds
+        probability = np.round(scores.probability[row], SCORE_DECIMALS)
+        score = float(probability.max())
+        alarms = [
+            Alarm(
+                signal=signal,
+                strength=float(probability[index]),
+                start=int(scores.span[row, index, 0]),
+                end=int(scores.span[row, index, 1]),
+            )
+            for index, signal in enumerate(self.codebook.signals)
+            if probability[index] >= thresholds.flag
+        ]
+        alarms.sort(key=lambda alarm: -alarm.strength)
+        if score >= thresholds.block:
+            decision = Decision.BLOCK
+        elif score >= thresholds.flag:
+            decision = Decision.FLAG
+        else:
+            decision = Decision.ALLOW
+        return Verdict(
+            decision=decision,
+            score=score,
+            alarms=alarms,
+            codebook_version=self.codebook_version,
+            tokens=tokens,
+            windows=windows,
+        )
+
+
+def load_codebook(settings: Settings) -> Codebook:
+    """The configured codebook, or the one shipped in the package."""
+    configured = settings.codebook.path
+    return Codebook.load(Path(configured) if configured else PACKAGED_CODEBOOK)

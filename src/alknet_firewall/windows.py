@@ -1,0 +1,133 @@
+"""Cutting texts into overlapping token windows and packing them into batches.
+
+A long document becomes several windows, each with the character span it covers, so that
+an instruction hidden deep in a page is scored on its own window instead of being
+averaged away. Windows are sorted by length and packed under a token budget (padded
+length x count), which keeps padding small and memory bounded whatever the length mix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+class Tokenizer(Protocol):
+    bos_token_id: int | None
+    pad_token_id: int | None
+    eos_token_id: int | None
+
+    def __call__(self, text: list[str], **kwargs: object) -> object: ...
+
+
+@dataclass(frozen=True)
+class Window:
+    """A slice of one document's tokens and the characters they came from."""
+
+    doc: int
+    token_ids: tuple[int, ...]
+    char_start: int
+    char_end: int
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Right-padded model inputs for a list of windows.
+
+    `pool_mask` marks the tokens that count for pooling: real text tokens only, not the
+    BOS token every window starts with (a constant attention sink) and never padding.
+    """
+
+    windows: list[int]  # indices into the window list this batch was cut from
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    pool_mask: np.ndarray
+
+    @property
+    def real_tokens(self) -> int:
+        return int(self.pool_mask.sum())
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    windows: list[Window]
+    tokens_per_doc: list[int]
+
+
+def window_starts(n_tokens: int, size: int, stride: int) -> list[int]:
+    """Start offsets so that windows of `size` cover all tokens, the last one flush right."""
+    if n_tokens <= size:
+        return [0]
+    starts = list(range(0, n_tokens - size, stride))
+    starts.append(n_tokens - size)
+    return starts
+
+
+def tokenize_windows(
+    tokenizer: Tokenizer, texts: Sequence[str], size: int, stride: int
+) -> Tokenized:
+    """Tokenise each text once and cut it into windows of at most `size` text tokens."""
+    encoded = tokenizer(
+        list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False
+    )
+    all_ids: list[list[int]] = encoded["input_ids"]  # type: ignore[index]
+    all_offsets: list[list[tuple[int, int]]] = encoded["offset_mapping"]  # type: ignore[index]
+    windows: list[Window] = []
+    for doc, (ids, offsets) in enumerate(zip(all_ids, all_offsets, strict=True)):
+        for start in window_starts(len(ids), size, stride):
+            end = min(start + size, len(ids))
+            if end == start:
+                continue  # a text with no tokens has no window; the caller reports it
+            windows.append(Window(doc, tuple(ids[start:end]), offsets[start][0], offsets[end - 1][1]))
+    return Tokenized(windows, [len(ids) for ids in all_ids])
+
+
+def plan_batches(windows: Sequence[Window], token_budget: int) -> list[list[int]]:
+    """Group window indices into batches whose padded size stays within `token_budget`.
+
+    Longest first, so each batch holds windows of similar length: little padding. A single
+    window longer than the budget still gets a batch of its own.
+    """
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].token_ids), reverse=True)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    current_width = 0
+    for index in order:
+        width = len(windows[index].token_ids) + 1  # + BOS
+        padded_width = max(current_width, width)
+        if current and padded_width * (len(current) + 1) > token_budget:
+            batches.append(current)
+            current, padded_width = [], width
+        current.append(index)
+        current_width = padded_width
+    if current:
+        batches.append(current)
+    return batches
+
+
+def make_batch(windows: Sequence[Window], indices: list[int], tokenizer: Tokenizer) -> TokenBatch:
+    """Right-pad the chosen windows into arrays. Right padding keeps every real token's
+    position and causal context identical to an unpadded run."""
+    bos = tokenizer.bos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prefix = [bos] if bos is not None else []
+    width = max(len(windows[i].token_ids) for i in indices) + len(prefix)
+    input_ids = np.full((len(indices), width), pad if pad is not None else 0, dtype=np.int64)
+    attention = np.zeros((len(indices), width), dtype=np.int64)
+    pool_mask = np.zeros((len(indices), width), dtype=bool)
+    for row, index in enumerate(indices):
+        ids = prefix + list(windows[index].token_ids)
+        input_ids[row, : len(ids)] = ids
+        attention[row, : len(ids)] = 1
+        pool_mask[row, len(prefix) : len(ids)] = True
+    return TokenBatch(indices, input_ids, attention, pool_mask)
+
+
+def iter_batches(
+    windows: Sequence[Window], tokenizer: Tokenizer, token_budget: int
+) -> Iterator[TokenBatch]:
+    for indices in plan_batches(windows, token_budget):
+        yield make_batch(windows, indices, tokenizer)

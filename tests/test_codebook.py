@@ -1,0 +1,95 @@
+"""A codebook separates what it was fitted on, survives a save/load bit for bit, and refuses
+tampered files and other models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alknet_firewall.codebook import Codebook, CodebookError
+from alknet_firewall.density import fit_log_density, lookup
+from alknet_firewall.firewall import Firewall
+from alknet_firewall.metrics import detection_metrics, tpr_at_fpr
+from tests.tiny import tiny_rows
+
+
+def test_spline_density_integrates_to_one_and_peaks_at_the_mode() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(1.0, 0.5, size=5000)
+    table = fit_log_density(values, -2.0, 4.0, 128, 1.0)
+    nodes = np.linspace(-2.0, 4.0, 128)
+    assert np.trapezoid(np.exp(table), nodes) == pytest.approx(1.0, abs=0.02)
+    assert abs(nodes[np.argmax(table)] - 1.0) < 0.15
+    far = lookup(table[None], np.array([-2.0]), np.array([4.0]), np.array([[100.0]]))
+    assert np.isfinite(far).all()  # beyond the grid: the edge value, never -inf
+
+
+def test_metrics_on_known_scores() -> None:
+    labels = np.array([0] * 100 + [1] * 10)
+    scores = np.concatenate([np.linspace(0, 0.5, 100), np.linspace(0.6, 1.0, 10)])
+    metrics = detection_metrics(labels, scores, flag_threshold=0.55)
+    assert metrics["auroc"] == 1.0 and metrics["fpr_at_flag"] == 0.0
+    assert tpr_at_fpr(labels, scores, 0.01) == 1.0
+    assert detection_metrics(labels[:100], scores[:100], 0.55)["auroc"] is None
+
+
+def test_fitted_codebook_separates_held_out_rows(tiny_firewall: Firewall) -> None:
+    rows = tiny_rows(seed=7, per_class=30)
+    verdicts = tiny_firewall.screen_batch(rows.texts)
+    scores = np.array([v.score for v in verdicts])
+    metrics = detection_metrics(np.array(rows.labels), scores, tiny_firewall.codebook.meta.thresholds.flag)
+    assert metrics["auroc"] is not None and metrics["auroc"] > 0.9
+
+
+def test_metadata_records_model_data_and_thresholds(tiny_firewall: Firewall) -> None:
+    meta = tiny_firewall.codebook.meta
+    assert meta.weight_digest == tiny_firewall.model.weight_digest
+    assert meta.data_digest.startswith("sha256:") and meta.tensors_digest.startswith("sha256:")
+    assert 0.0 < meta.thresholds.flag <= meta.thresholds.block <= 1.0
+    assert set(meta.signals) == {"direct_injection", "indirect_injection", "jailbreak"}
+    assert meta.metrics["auroc"] is not None
+
+
+def test_saved_and_loaded_codebook_scores_identically(
+    tiny_firewall: Firewall, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(1)
+    pooled = rng.normal(size=(20, 4, tiny_firewall.model.hidden_size)).astype(np.float32)
+    tiny_firewall.codebook.save(tmp_path / "copy")
+    loaded = Codebook.load(tmp_path / "copy")
+    np.testing.assert_array_equal(
+        tiny_firewall.codebook.window_probabilities(pooled), loaded.window_probabilities(pooled)
+    )
+    assert loaded.meta.version == tiny_firewall.codebook.meta.version
+
+
+def test_tampered_tensors_are_refused(tiny_codebook_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "tampered"
+    shutil.copytree(tiny_codebook_dir, copy)
+    data = bytearray((copy / "codebook.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "codebook.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CodebookError, match="does not match the digest"):
+        Codebook.load(copy)
+
+
+def test_newer_format_is_refused(tiny_codebook_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "future"
+    shutil.copytree(tiny_codebook_dir, copy)
+    meta = json.loads((copy / "codebook.json").read_text())
+    meta["format_version"] = 99
+    (copy / "codebook.json").write_text(json.dumps(meta))
+    with pytest.raises(CodebookError, match="format 99"):
+        Codebook.load(copy)
+
+
+def test_mismatched_model_is_refused(tiny_firewall: Firewall) -> None:
+    codebook = tiny_firewall.codebook
+    with pytest.raises(CodebookError, match="was built for"):
+        codebook.check_model("other", "sha256:" + "0" * 64, codebook.meta.layers)
+    with pytest.raises(CodebookError, match="layers"):
+        codebook.check_model(codebook.meta.model_id, codebook.meta.weight_digest, [1, 2])

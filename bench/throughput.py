@@ -64,8 +64,12 @@ def run_screen(texts: list[str]) -> dict[str, Any]:
 
     firewall = Firewall.from_settings(load_settings())
     windows = firewall.settings.windows
-    lengths = [len(w.token_ids) for w in tokenize_windows(
-        firewall.model.tokenizer, texts, windows.size, windows.stride).windows]
+    lengths = [
+        len(w.token_ids)
+        for w in tokenize_windows(
+            firewall.model.tokenizer, texts, windows.size, windows.stride
+        ).windows
+    ]
     counts = firewall.count_tokens(texts)
     started = time.perf_counter()
     padded = _padded_tokens(firewall, texts)
@@ -80,13 +84,23 @@ def run_screen(texts: list[str]) -> dict[str, Any]:
         firewall.screen_batch(chosen)
         took = time.perf_counter() - began
         tokens = sum(n for n in counts if low <= n < high)
-        by_bucket.append({"bucket": f"{low}-{high if high < 10**9 else 'inf'}", "docs": len(chosen),
-                          "tokens": tokens, "tokens_per_s": tokens / took})
+        by_bucket.append(
+            {
+                "bucket": f"{low}-{high if high < 10**9 else 'inf'}",
+                "docs": len(chosen),
+                "tokens": tokens,
+                "tokens_per_s": tokens / took,
+            }
+        )
     config = firewall.model.model.config
     return {
-        "seconds": seconds, "real_tokens": sum(lengths), "padded_tokens": padded,
+        "seconds": seconds,
+        "real_tokens": sum(lengths),
+        "padded_tokens": padded,
         "flops": model_flops(lengths, len(firewall.model.model.layers), _dims(config)),
-        "rss_mb": peak_rss_mb(), "by_bucket": by_bucket, "dtype": str(firewall.model.dtype),
+        "rss_mb": peak_rss_mb(),
+        "by_bucket": by_bucket,
+        "dtype": str(firewall.model.dtype),
     }
 
 
@@ -104,8 +118,11 @@ def _padded_tokens(firewall: Any, texts: list[str]) -> int:
 
 def _dims(config: Any) -> dict[str, int]:
     head_dim = config.hidden_size // config.num_attention_heads
-    return {"hidden": config.hidden_size, "kv_hidden": config.num_key_value_heads * head_dim,
-            "intermediate": config.intermediate_size}
+    return {
+        "hidden": config.hidden_size,
+        "kv_hidden": config.num_key_value_heads * head_dim,
+        "intermediate": config.intermediate_size,
+    }
 
 
 def run_naive(texts: list[str]) -> dict[str, Any]:
@@ -132,17 +149,24 @@ def run_naive(texts: list[str]) -> dict[str, Any]:
         lengths += [len(w.token_ids) for w in found]
         batch = make_batch(found, list(range(len(found))), tokenizer)
         with torch.inference_mode():
-            states = model(input_ids=torch.from_numpy(batch.input_ids),
-                           attention_mask=torch.from_numpy(batch.attention_mask),
-                           output_hidden_states=True).hidden_states
+            states = model(
+                input_ids=torch.from_numpy(batch.input_ids),
+                attention_mask=torch.from_numpy(batch.attention_mask),
+                output_hidden_states=True,
+            ).hidden_states
         mask = torch.from_numpy(batch.pool_mask).unsqueeze(-1).float()
-        pooled = torch.stack([(states[layer] * mask).sum(1) / mask.sum(1)
-                              for layer in settings.model.layers], dim=1)
+        pooled = torch.stack(
+            [(states[layer] * mask).sum(1) / mask.sum(1) for layer in settings.model.layers], dim=1
+        )
         codebook.window_probabilities(pooled.numpy()).max()
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "real_tokens": sum(lengths),
-            "flops": model_flops(lengths, model.config.num_hidden_layers, _dims(model.config)),
-            "rss_mb": peak_rss_mb(), "dtype": "torch.float32"}
+    return {
+        "seconds": seconds,
+        "real_tokens": sum(lengths),
+        "flops": model_flops(lengths, model.config.num_hidden_layers, _dims(model.config)),
+        "rss_mb": peak_rss_mb(),
+        "dtype": "torch.float32",
+    }
 
 
 def run_queue(texts: list[str], workers: int) -> dict[str, Any]:
@@ -162,16 +186,22 @@ def run_queue(texts: list[str], workers: int) -> dict[str, Any]:
     settings = load_settings()
     logs = Path(tempfile.mkdtemp(prefix="bench-queue-"))
     procs = [
-        subprocess.Popen([sys.executable, "-m", "alknet_firewall.cli", "worker"], env=env,
-                         stdout=(logs / f"w{i}.log").open("w"), stderr=subprocess.STDOUT,
-                         start_new_session=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "alknet_firewall.cli", "worker"],
+            env=env,
+            stdout=(logs / f"w{i}.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         for i in range(workers)
     ]
     try:
         _wait_ready(logs, workers)
         source = logs / "docs.jsonl"
-        source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n"
-                                  for i, t in enumerate(texts)), encoding="utf-8")
+        source.write_text(
+            "".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)),
+            encoding="utf-8",
+        )
         book = JobBook(ResultStore.from_settings(settings.queue))
         started = time.perf_counter()
         enqueue(settings, str(source), "bench")
@@ -179,8 +209,13 @@ def run_queue(texts: list[str], workers: int) -> dict[str, Any]:
             time.sleep(0.2)
         seconds = time.perf_counter() - started
         rss = [_vm_hwm_mb(p.pid) for p in procs]
-        return {"seconds": seconds, "workers": workers, "worker_rss_mb": rss,
-                "producer_rss_mb": peak_rss_mb(), "errors": progress.errors}
+        return {
+            "seconds": seconds,
+            "workers": workers,
+            "worker_rss_mb": rss,
+            "producer_rss_mb": peak_rss_mb(),
+            "errors": progress.errors,
+        }
     finally:
         for proc in procs:
             os.killpg(proc.pid, 9)
@@ -196,7 +231,10 @@ def run_queue(texts: list[str], workers: int) -> dict[str, Any]:
 def _wait_ready(logs: Path, workers: int, timeout_s: float = 300) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        if sum("ready" in (logs / f"w{i}.log").read_text(errors="replace") for i in range(workers)) == workers:
+        if (
+            sum("ready" in (logs / f"w{i}.log").read_text(errors="replace") for i in range(workers))
+            == workers
+        ):
             return
         time.sleep(0.5)
     raise RuntimeError(f"workers not ready after {timeout_s} s; logs in {logs}")
@@ -223,13 +261,30 @@ def matmul_peak(dtype_name: str, size: int = 2048, repeats: int = 10) -> float:
 
 def child(mode: str, texts_file: str, workers: int) -> None:
     texts = json.loads(Path(texts_file).read_text(encoding="utf-8"))
-    result = {"naive": run_naive, "screen": run_screen}[mode](texts) if mode != "queue" else run_queue(texts, workers)
+    result = (
+        {"naive": run_naive, "screen": run_screen}[mode](texts)
+        if mode != "queue"
+        else run_queue(texts, workers)
+    )
     print("RESULT " + json.dumps(result))
 
 
 def in_child(mode: str, texts_file: Path, workers: int = 1) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--child", mode, "--texts", str(texts_file),
-                          "--workers", str(workers)], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            mode,
+            "--texts",
+            str(texts_file),
+            "--workers",
+            str(workers),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
             return dict(json.loads(line[7:]))
@@ -254,8 +309,12 @@ def main() -> int:
     texts_file.write_text(json.dumps(texts), encoding="utf-8")
     started = time.time()
     peaks = {"float32": matmul_peak("float32"), "bfloat16": matmul_peak("bfloat16")}
-    results = {"screen": in_child("screen", texts_file), "naive": in_child("naive", texts_file),
-               "queue1": in_child("queue", texts_file, 1), "queue2": in_child("queue", texts_file, 2)}
+    results = {
+        "screen": in_child("screen", texts_file),
+        "naive": in_child("naive", texts_file),
+        "queue1": in_child("queue", texts_file, 1),
+        "queue2": in_child("queue", texts_file, 2),
+    }
     report = render(args, len(texts), peaks, results, time.time() - started)
     print(report)
     if args.out:
@@ -263,8 +322,13 @@ def main() -> int:
     return 0
 
 
-def render(args: argparse.Namespace, n: int, peaks: dict[str, float],
-           results: dict[str, dict[str, Any]], seconds: float) -> str:
+def render(
+    args: argparse.Namespace,
+    n: int,
+    peaks: dict[str, float],
+    results: dict[str, dict[str, Any]],
+    seconds: float,
+) -> str:
     screen, naive = results["screen"], results["naive"]
     tokens = screen["real_tokens"]
 
@@ -272,26 +336,33 @@ def render(args: argparse.Namespace, n: int, peaks: dict[str, float],
         return n / r["seconds"]
 
     lines = [
-        "# Throughput", "",
+        "# Throughput",
+        "",
         f"Command: `.venv/bin/python bench/throughput.py --docs {args.docs} --seed {args.seed}"
         f"{' --out ' + args.out if args.out else ''}` ({seconds:.0f} s in all). Machine: "
         f"{os.cpu_count()} cores, no GPU. {n} documents sampled from the corpus, "
-        f"{tokens} real tokens in windows.", "",
+        f"{tokens} real tokens in windows.",
+        "",
         f"Matmul peak measured in this run (2048x2048): fp32 {peaks['float32']:.0f} GFLOP/s, "
-        f"bf16 {peaks['bfloat16']:.0f} GFLOP/s.", "",
+        f"bf16 {peaks['bfloat16']:.0f} GFLOP/s.",
+        "",
         "| mode | docs/s | real tokens/s | GFLOP/s (layers computed) | % fp32 peak | % bf16 peak | peak RSS MB |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in (("naive (30 layers, fp32, 1 doc/pass)", naive), ("screen (defaults)", screen)):
         gflops = r["flops"] / r["seconds"] / 1e9
-        lines.append(f"| {name} | {docs_per_s(r):.1f} | {r['real_tokens'] / r['seconds']:.0f} | "
-                     f"{gflops:.1f} | {gflops / peaks['float32']:.0%} | {gflops / peaks['bfloat16']:.0%} | "
-                     f"{r['rss_mb']:.0f} |")
+        lines.append(
+            f"| {name} | {docs_per_s(r):.1f} | {r['real_tokens'] / r['seconds']:.0f} | "
+            f"{gflops:.1f} | {gflops / peaks['float32']:.0%} | {gflops / peaks['bfloat16']:.0%} | "
+            f"{r['rss_mb']:.0f} |"
+        )
     for key in ("queue1", "queue2"):
         r = results[key]
-        lines.append(f"| queue, {r['workers']} worker process(es) | {docs_per_s(r):.1f} | "
-                     f"{tokens / r['seconds']:.0f} | - | - | - | workers "
-                     f"{', '.join(f'{x:.0f}' for x in r['worker_rss_mb'])}; producer {r['producer_rss_mb']:.0f} |")
+        lines.append(
+            f"| queue, {r['workers']} worker process(es) | {docs_per_s(r):.1f} | "
+            f"{tokens / r['seconds']:.0f} | - | - | - | workers "
+            f"{', '.join(f'{x:.0f}' for x in r['worker_rss_mb'])}; producer {r['producer_rss_mb']:.0f} |"
+        )
     padding = 1 - screen["real_tokens"] / screen["padded_tokens"]
     lines += [
         "",
@@ -300,11 +371,16 @@ def render(args: argparse.Namespace, n: int, peaks: dict[str, float],
         f"queue (2 workers) / screen: **{docs_per_s(results['queue2']) / docs_per_s(screen):.2f}**.",
         f"- padding: {padding:.1%} of the tokens fed to the model (BOS included as padding); "
         f"model dtype {screen['dtype']}.",
-        "", "Scaling with document length (screen, each bucket screened on its own):", "",
-        "| tokens per document | docs | tokens | tokens/s |", "|---|---|---|---|",
+        "",
+        "Scaling with document length (screen, each bucket screened on its own):",
+        "",
+        "| tokens per document | docs | tokens | tokens/s |",
+        "|---|---|---|---|",
     ]
     for row in screen["by_bucket"]:
-        lines.append(f"| {row['bucket']} | {row['docs']} | {row['tokens']} | {row['tokens_per_s']:.0f} |")
+        lines.append(
+            f"| {row['bucket']} | {row['docs']} | {row['tokens']} | {row['tokens_per_s']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,9 @@ from tests.tiny import INJECTION
 CLI = [sys.executable, "-m", "alknet_firewall.cli"]
 
 
-def run_cli(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], env: dict[str, str], **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         CLI + args, env=os.environ | env, capture_output=True, text=True, timeout=300, **kwargs
     )  # type: ignore[call-overload]
@@ -26,7 +28,9 @@ def test_screen_jsonl_keeps_every_row_and_reports_bad_lines(
 ) -> None:
     source = tmp_path / "in.jsonl"
     lines = [
-        json.dumps({"id": "a", "text": "The library opens at nine and closes at six.", "lang": "en"}),
+        json.dumps(
+            {"id": "a", "text": "The library opens at nine and closes at six.", "lang": "en"}
+        ),
         "{not json",
         json.dumps({"id": "c", "text": INJECTION}),
         json.dumps({"id": "d"}),
@@ -60,7 +64,10 @@ def test_screen_reads_stdin_and_folders(tiny_env: dict[str, str], tmp_path: Path
     (folder / "sub" / "two.txt").write_text(INJECTION)
     result = run_cli(["screen", str(folder), "--no-progress"], tiny_env)
     assert result.returncode == 0, result.stderr
-    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["one.txt", "sub/two.txt"]
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [
+        "one.txt",
+        "sub/two.txt",
+    ]
 
 
 def test_bad_config_value_is_a_clear_error(tiny_env: dict[str, str], tmp_path: Path) -> None:
@@ -69,12 +76,16 @@ def test_bad_config_value_is_a_clear_error(tiny_env: dict[str, str], tmp_path: P
     assert "windows.size" in result.stderr
 
 
-@pytest.mark.parametrize("command", [["--help"], ["codebook", "build", "--help"], ["enqueue", "--help"]])
+@pytest.mark.parametrize(
+    "command", [["--help"], ["codebook", "build", "--help"], ["enqueue", "--help"]]
+)
 def test_help_does_not_load_torch(command: list[str]) -> None:
     code = (
         "import sys; from alknet_firewall.cli import main\n"
         f"try: main({command!r})\nexcept SystemExit: pass\n"
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr

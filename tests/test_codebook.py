@@ -41,7 +41,9 @@ def test_fitted_codebook_separates_held_out_rows(tiny_firewall: Firewall) -> Non
     rows = tiny_rows(seed=7, per_class=30)
     verdicts = tiny_firewall.screen_batch(rows.texts)
     scores = np.array([v.score for v in verdicts])
-    metrics = detection_metrics(np.array(rows.labels), scores, tiny_firewall.codebook.meta.thresholds.flag)
+    metrics = detection_metrics(
+        np.array(rows.labels), scores, tiny_firewall.codebook.meta.thresholds.flag
+    )
     assert metrics["auroc"] is not None and metrics["auroc"] > 0.9
 
 

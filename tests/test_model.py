@@ -19,7 +19,9 @@ from tests.tiny import BENIGN_SENTENCES, tiny_settings
 
 
 @pytest.fixture(scope="module")
-def detector(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TransformersDetector:
+def detector(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> TransformersDetector:
     settings = tiny_settings(tiny_model_dir, tmp_path_factory.mktemp("cache"))
     return TransformersDetector.from_settings(settings.model)
 
@@ -31,10 +33,15 @@ def test_truncated_model_matches_full_model_at_kept_layers(
     assert full.config.num_hidden_layers > max(detector.layers)
     assert len(detector.model.layers) == max(detector.layers)
     text = " ".join(BENIGN_SENTENCES[:3])
-    ids = [detector.tokenizer.bos_token_id, *detector.tokenizer(text, add_special_tokens=False)["input_ids"]]
+    ids = [
+        detector.tokenizer.bos_token_id,
+        *detector.tokenizer(text, add_special_tokens=False)["input_ids"],
+    ]
     with torch.inference_mode():
         states = full(torch.tensor([ids]), output_hidden_states=True).hidden_states
-    features = extract(detector, [text], load_settings(windows={"size": 512, "stride": 512}).windows, 4096)
+    features = extract(
+        detector, [text], load_settings(windows={"size": 512, "stride": 512}).windows, 4096
+    )
     for column, layer in enumerate(detector.layers):
         expected = states[layer][0, 1:].mean(dim=0).numpy()  # mean over text tokens, no BOS
         np.testing.assert_allclose(features.pooled[0, column], expected, rtol=1e-4, atol=1e-5)
@@ -59,7 +66,9 @@ def test_every_pooling_ignores_padding(detector: TransformersDetector, pooling: 
 
 def test_long_text_windows_carry_their_character_spans(detector: TransformersDetector) -> None:
     text = " ".join(BENIGN_SENTENCES * 4)
-    features = extract(detector, [text], load_settings(windows={"size": 32, "stride": 24}).windows, 4096)
+    features = extract(
+        detector, [text], load_settings(windows={"size": 32, "stride": 24}).windows, 4096
+    )
     assert len(features.doc) > 3
     assert features.spans[0, 0] <= 1 and features.spans[-1, 1] == len(text)
     assert np.all(np.diff(features.spans[:, 0]) > 0)

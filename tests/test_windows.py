@@ -16,7 +16,7 @@ def test_windows_cover_every_token(n_tokens: int, size: int, data: st.DataObject
     for start in starts:
         covered.update(range(start, min(start + size, n_tokens)))
     assert covered == set(range(n_tokens))
-    assert all(0 <= start and start + min(size, n_tokens) <= n_tokens for start in starts)
+    assert all(start >= 0 and start + min(size, n_tokens) <= n_tokens for start in starts)
 
 
 @given(st.lists(st.integers(1, 300), min_size=1, max_size=200), st.integers(64, 4096))

@@ -28,7 +28,9 @@ def features_for(
     parts = []
     for first, stop in file_blocks(rows.files):
         texts = rows.texts[first:stop]
-        parts.append(cached_extract(model, texts, settings.windows, budget, cache, progress=progress))
+        parts.append(
+            cached_extract(model, texts, settings.windows, budget, cache, progress=progress)
+        )
     return concat(parts)
 
 
@@ -53,8 +55,12 @@ def build_codebook(
 
 
 def evaluate_codebook(
-    codebook: Codebook, model: DetectorModel, rows: LabelledRows, settings: Settings,
-    *, progress: bool = False,
+    codebook: Codebook,
+    model: DetectorModel,
+    rows: LabelledRows,
+    settings: Settings,
+    *,
+    progress: bool = False,
 ) -> dict[str, dict[str, float | int | None]]:
     """Metrics per file, per kind and pooled. Attack subsets are scored against all benign
     rows; benign subsets report their false-positive rate at the flag threshold."""

@@ -46,15 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="alknet-firewall",
         description="Screen untrusted text for attacks on LLMs (prompt injection, jailbreaks).",
     )
-    parser.add_argument("--config", help="config.toml to use (default: $ALKNET_CONFIG, ./config.toml)")
+    parser.add_argument(
+        "--config", help="config.toml to use (default: $ALKNET_CONFIG, ./config.toml)"
+    )
     sub = parser.add_subparsers(metavar="COMMAND")
 
     screen = sub.add_parser("screen", help="screen documents in this process, no broker")
     screen.add_argument("input", help="JSONL (id, text), CSV, chat log, folder of text files, or -")
     screen.add_argument("--out", default="-", help="output JSONL (default: standard output)")
-    screen.add_argument(
-        "--format", choices=("auto", "jsonl", "csv", "dir", "chat"), default="auto"
-    )
+    screen.add_argument("--format", choices=("auto", "jsonl", "csv", "dir", "chat"), default="auto")
     screen.add_argument("--no-progress", action="store_true", help="no progress bar")
     screen.set_defaults(func=run_screen)
 
@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     codebook = sub.add_parser("codebook", help="build and evaluate codebooks")
     actions = codebook.add_subparsers(metavar="ACTION")
-    build = actions.add_parser("build", help="fit a codebook on the corpus files allowed for training")
+    build = actions.add_parser(
+        "build", help="fit a codebook on the corpus files allowed for training"
+    )
     build.add_argument("--corpus", default=DEFAULT_CORPUS, help="folder of labelled *.jsonl")
     build.add_argument("--out", required=True, help="folder to write the codebook to")
     build.add_argument("--per-file", type=int, default=None, help="sample at most N rows per file")
@@ -111,9 +113,10 @@ def run_screen(args: argparse.Namespace) -> int:
         return 2
     firewall = Firewall.from_settings(settings)
     failed = screened = 0
-    with _open_out(args.out) as out, tqdm(
-        unit="doc", desc="screen", disable=args.no_progress, file=sys.stderr
-    ) as bar:
+    with (
+        _open_out(args.out) as out,
+        tqdm(unit="doc", desc="screen", disable=args.no_progress, file=sys.stderr) as bar,
+    ):
         for chunk in _chunks(records, SCREEN_CHUNK):
             for row in screen_chunk(firewall, chunk):
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -144,7 +147,7 @@ def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
         yield chunk
 
 
-class _open_out:  # noqa: N801 - used as a context manager like open()
+class _open_out:
     def __init__(self, target: str) -> None:
         self.target = target
         self.handle: IO[str] | None = None
@@ -153,7 +156,7 @@ class _open_out:  # noqa: N801 - used as a context manager like open()
         if self.target == "-":
             return sys.stdout
         Path(self.target).parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.target, "w", encoding="utf-8")  # noqa: SIM115
+        self.handle = open(self.target, "w", encoding="utf-8")
         return self.handle
 
     def __exit__(self, *exc: object) -> None:
@@ -166,8 +169,16 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     model = TransformersDetector.from_settings(settings.model)
-    print(json.dumps({"model_id": model.model_id, "weight_digest": model.weight_digest,
-                      "layers": list(model.layers), "dtype": str(model.dtype)}))
+    print(
+        json.dumps(
+            {
+                "model_id": model.model_id,
+                "weight_digest": model.weight_digest,
+                "layers": list(model.layers),
+                "dtype": str(model.dtype),
+            }
+        )
+    )
     return 0
 
 

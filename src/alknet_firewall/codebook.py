@@ -95,7 +95,9 @@ class Codebook:
         # one component outvote all the others.
         llr = np.stack(
             [
-                np.clip(lookup(tables[c], low, high, coords) - benign, -LLR_CLIP, LLR_CLIP).sum(axis=1)
+                np.clip(lookup(tables[c], low, high, coords) - benign, -LLR_CLIP, LLR_CLIP).sum(
+                    axis=1
+                )
                 for c in range(1, tables.shape[0])
             ],
             axis=1,
@@ -109,7 +111,8 @@ class Codebook:
         """(windows, signals) probability that each window carries each signal."""
         logits = self.layer_features(pooled) @ self.tensors["combiner.weights"].T
         logits += self.tensors["combiner.bias"]
-        return 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
+        probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
+        return probabilities
 
     def save(self, folder: Path) -> None:
         """Write codebook.safetensors and codebook.json (with the tensors' digest)."""

@@ -45,7 +45,10 @@ def fit_codebook(
     if not signals or all(rows.labels):
         raise ValueError("fitting needs both benign rows and attack rows")
     doc_class = np.array(
-        [signals.index(kind) + 1 if label else 0 for kind, label in zip(rows.kinds, rows.labels, strict=True)]
+        [
+            signals.index(kind) + 1 if label else 0
+            for kind, label in zip(rows.kinds, rows.labels, strict=True)
+        ]
     )
     part = split_documents(rows.files, settings.calibration_fraction, settings.seed)
     window_class = doc_class[features.doc]
@@ -84,7 +87,7 @@ def fit_codebook(
         block=float(np.quantile(benign_scores, 1.0 - settings.block_fpr)),
     )
     meta.metrics = {
-        "held_out_documents": int(len(held_out)),
+        "held_out_documents": len(held_out),
         **detection_metrics(labels, scores, meta.thresholds.flag),
     }
     return codebook

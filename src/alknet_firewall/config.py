@@ -145,9 +145,7 @@ def find_config_file(path: str | Path | None = None) -> Path | None:
     return local if local.is_file() else None
 
 
-def load_settings(
-    path: str | Path | None = None, **overrides: dict[str, Any]
-) -> Settings:
+def load_settings(path: str | Path | None = None, **overrides: dict[str, Any]) -> Settings:
     """Load and validate settings; a bad value raises ConfigError naming the key."""
     config_file = find_config_file(path)
     values: dict[str, Any] = {}
@@ -165,4 +163,6 @@ def load_settings(
         problems = "; ".join(
             f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        raise ConfigError(f"invalid settings{where} (or ALKNET_* environment): {problems}") from None
+        raise ConfigError(
+            f"invalid settings{where} (or ALKNET_* environment): {problems}"
+        ) from None

@@ -38,7 +38,7 @@ def fit_log_density(
     log_density = spline(nodes)
     # Renormalise: smoothing the log shifts the mass a little.
     log_density -= np.log(np.exp(log_density).sum() * (high - low) / (points - 1))
-    return log_density.astype(np.float32)
+    return np.asarray(log_density, dtype=np.float32)
 
 
 def lookup(table: np.ndarray, low: np.ndarray, high: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -51,4 +51,5 @@ def lookup(table: np.ndarray, low: np.ndarray, high: np.ndarray, values: np.ndar
     frac = (position - left).astype(np.float32)
     components = np.arange(values.shape[1])
     left_values = table[components, left]
-    return left_values + (table[components, left + 1] - left_values) * frac
+    result: np.ndarray = left_values + (table[components, left + 1] - left_values) * frac
+    return result

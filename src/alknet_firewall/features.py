@@ -68,7 +68,6 @@ def extract(
     )
 
 
-
 def cached_extract(
     model: DetectorModel,
     texts: Sequence[str],
@@ -124,7 +123,9 @@ def concat(parts: Sequence[WindowFeatures]) -> WindowFeatures:
     offsets = np.cumsum([0] + [part.n_docs for part in parts])
     return WindowFeatures(
         pooled=np.concatenate([part.pooled for part in parts]),
-        doc=np.concatenate([part.doc + offset for part, offset in zip(parts, offsets, strict=False)]),
+        doc=np.concatenate(
+            [part.doc + offset for part, offset in zip(parts, offsets, strict=False)]
+        ),
         spans=np.concatenate([part.spans for part in parts]),
         tokens_per_doc=np.concatenate([part.tokens_per_doc for part in parts]),
     )

@@ -31,5 +31,3 @@ def detection_metrics(
         "fpr_at_flag": float((benign >= flag_threshold).mean()) if benign.size else None,
         "tpr_at_flag": float((attacks >= flag_threshold).mean()) if attacks.size else None,
     }
-
-

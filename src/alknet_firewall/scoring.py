@@ -23,7 +23,7 @@ class DocumentScores:
     has_windows: np.ndarray  # (docs,) bool
 
     def score(self) -> np.ndarray:
-        return self.probability.max(axis=1, initial=0.0)
+        return np.asarray(self.probability.max(axis=1, initial=0.0))
 
 
 def score_documents(codebook: Codebook, features: WindowFeatures) -> DocumentScores:
@@ -49,4 +49,4 @@ def score_documents(codebook: Codebook, features: WindowFeatures) -> DocumentSco
 
 def document_scores(codebook: Codebook, features: WindowFeatures, docs: np.ndarray) -> np.ndarray:
     """Overall score (max over signals and windows) of the chosen documents."""
-    return score_documents(codebook, features).score()[docs]
+    return np.asarray(score_documents(codebook, features).score()[docs])

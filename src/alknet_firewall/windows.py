@@ -81,7 +81,9 @@ def tokenize_windows(
             end = min(start + size, len(ids))
             if end == start:
                 continue  # a text with no tokens has no window; the caller reports it
-            windows.append(Window(doc, tuple(ids[start:end]), offsets[start][0], offsets[end - 1][1]))
+            windows.append(
+                Window(doc, tuple(ids[start:end]), offsets[start][0], offsets[end - 1][1])
+            )
     return Tokenized(windows, [len(ids) for ids in all_ids])
 
 

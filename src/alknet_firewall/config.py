@@ -79,7 +79,7 @@ class WindowSettings(Section):
 
 
 class BatchSettings(Section):
-    token_budget: int = Field(default=16384, ge=64)
+    token_budget: int = Field(default=4096, ge=64)
 
 
 class LimitSettings(Section):

@@ -58,3 +58,9 @@ def test_invalid_toml_is_reported(tmp_path: Path) -> None:
     broken.write_text("[model\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(broken)
+
+
+def test_misspelt_environment_section_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALKNET_QEUE__BROKER_URL", "redis://elsewhere:6379/0")
+    with pytest.raises(ConfigError, match="ALKNET_QEUE__BROKER_URL names no setting"):
+        load_settings()

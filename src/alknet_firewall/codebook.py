@@ -120,6 +120,7 @@ class Codebook:
         # safetensors writes the raw buffer: a transposed view would be saved scrambled.
         contiguous = {name: np.ascontiguousarray(array) for name, array in self.tensors.items()}
         save_file(contiguous, str(folder / TENSORS_FILE))
+        (folder / TENSORS_FILE).chmod(0o644)  # safetensors writes 0600: unreadable to others
         self.meta.tensors_digest = _file_digest(folder / TENSORS_FILE)
         if not self.meta.version:
             self.meta.version = "cb-" + self.meta.tensors_digest.split(":")[1][:12]

@@ -145,9 +145,24 @@ def find_config_file(path: str | Path | None = None) -> Path | None:
     return local if local.is_file() else None
 
 
+def _refuse_unknown_sections() -> None:
+    """pydantic-settings ignores ALKNET_ variables that match no section: a misspelt one
+    (ALKNET_QEUE__BROKER_URL) would silently leave the default in force."""
+    sections = set(Settings.model_fields)
+    for name in os.environ:
+        if name.startswith("ALKNET_") and name != "ALKNET_CONFIG":
+            section = name.removeprefix("ALKNET_").split("__")[0].lower()
+            if section not in sections or "__" not in name:
+                raise ConfigError(
+                    f"environment variable {name} names no setting: use "
+                    f"ALKNET_<SECTION>__<KEY> with a section of {sorted(sections)}"
+                )
+
+
 def load_settings(path: str | Path | None = None, **overrides: dict[str, Any]) -> Settings:
     """Load and validate settings; a bad value raises ConfigError naming the key."""
     config_file = find_config_file(path)
+    _refuse_unknown_sections()
     values: dict[str, Any] = {}
     if config_file is not None:
         try:

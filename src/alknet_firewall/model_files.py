@@ -101,6 +101,10 @@ def convert_gguf(gguf: Path, folder: Path) -> None:
             json.dumps({"source": str(gguf), "fingerprint": _file_fingerprint(gguf)}),
             encoding="utf-8",
         )
+        # mkdtemp and safetensors create private files; a shared cache must be readable.
+        staging.chmod(0o755)
+        for path in staging.iterdir():
+            path.chmod(0o644)
         if folder.exists():  # another process converted it meanwhile: keep theirs
             shutil.rmtree(staging)
         else:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
-from queue_helpers import FakeScreener, fake_verdict
+from tests.queue_helpers import FakeScreener, fake_verdict
 
 from alknet_firewall.schema import Verdict
 from worker.batching import BatchStats, MicroBatcher, ScreeningError

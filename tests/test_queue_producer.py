@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from queue_helpers import ROOT, Namespace, namespace
+from tests.queue_helpers import ROOT, Namespace, namespace
 
 from producer import cli
 from producer.enqueue import QueueUnavailable, enqueue

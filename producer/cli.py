@@ -80,19 +80,45 @@ def _book(settings: Settings) -> Any:
     return JobBook(ResultStore.from_settings(settings.queue))
 
 
+def _redis_failed(command: str, settings: Settings, exc: Exception) -> int:
+    """A one-line error for a Redis that is away or refuses us: never a traceback, and
+    never the password (the URL is printed with it masked)."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    url = maybe_sanitize_url(settings.queue.result_url)
+    print(f"{command} failed: Redis at {url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return 1
+
+
 def run_status(args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
     from producer import status
 
-    book = _book(_settings(args))
-    return status.follow(book, args.job) if args.follow else status.show(book, args.job)
+    settings = _settings(args)
+    try:
+        book = _book(settings)
+        return status.follow(book, args.job) if args.follow else status.show(book, args.job)
+    except RedisError as exc:
+        return _redis_failed("status", settings, exc)
 
 
 def run_results(args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
+    settings = _settings(args)
+    try:
+        return _export(args, settings)
+    except RedisError as exc:
+        return _redis_failed("results", settings, exc)
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from producer.export import export
 
-    book = _book(_settings(args))
+    book = _book(settings)
     if book.progress(args.job) is None:
         print(f"no job named {args.job!r} (or its results expired)", file=sys.stderr)
         return 1

@@ -26,15 +26,17 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from kombu.exceptions import BatchPublishError, OperationalError
+from kombu.utils.url import maybe_sanitize_url
+from redis.exceptions import AuthenticationError
 
 from alknet_firewall.config import Settings
+from alknet_firewall.rows import result_row
 from alknet_firewall.schema import Document, Verdict
 from alknet_firewall.sources import Format, Record, SourceError, error_row, read_records
 from producer.jobs import JobBook, Lookup
 from worker.app import TASK_NAME, FirewallApp, create_app
 from worker.broker import queue_length
 from worker.keys import check_job_name, error_field, result_field
-from alknet_firewall.rows import result_row
 from worker.store import TRANSIENT_ERRORS, ResultStore, redis_client
 
 T = TypeVar("T")
@@ -153,6 +155,10 @@ class Enqueuer:
         for attempt in range(p.connect_retries + 1):
             try:
                 return call()
+            except AuthenticationError as exc:
+                # redis-py's AuthenticationError is a ConnectionError, but waiting does not
+                # fix a wrong password: say so at once instead of after a minute of backoff.
+                raise QueueUnavailable(self._unavailable(exc, refused=True)) from exc
             except _UNREACHABLE as exc:
                 if attempt == p.connect_retries:
                     raise QueueUnavailable(self._unavailable(exc)) from exc
@@ -160,12 +166,18 @@ class Enqueuer:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _unavailable(self, exc: Exception) -> str:
+    def _unavailable(self, exc: Exception, *, refused: bool = False) -> str:
         r = self.report
+        # URLs may carry a password: this message goes to terminals and CI logs.
+        broker, results = (maybe_sanitize_url(u) for u in (self.q.broker_url, self.q.result_url))
+        what = (
+            "Redis refused the credentials"
+            if refused
+            else f"Redis unreachable after {self.q.producer.connect_retries} retries"
+        )
         return (
-            f"Redis unreachable ({type(exc).__name__}: {exc}) after "
-            f"{self.q.producer.connect_retries} retries; broker {self.q.broker_url}, "
-            f"results {self.q.result_url}. Job {r.job!r} so far: {r.read} read, "
+            f"{what} ({type(exc).__name__}: {exc}); broker {broker}, "
+            f"results {results}. Job {r.job!r} so far: {r.read} read, "
             f"{r.sent} sent, {r.skipped} skipped, {r.read_errors} unreadable. "
             "Run the same command again to send the rest: documents already sent "
             "are screened once."

@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery import Celery
 
 from alknet_firewall.config import Settings
-from worker.broker import transport_options
+from worker.broker import ssl_options, transport_options
 
 TASK_NAME = "alknet.screen"
 
@@ -25,6 +25,8 @@ class FirewallApp(Celery):  # type: ignore[misc]  # Celery ships no type hints
         self.conf.update(
             broker_transport_options=transport_options(queue),
             broker_connection_retry_on_startup=True,
+            # rediss://: verify the server's certificate (Kombu alone would not).
+            broker_use_ssl=ssl_options(queue.broker_url),
             # No pickle anywhere: a message in any other format is refused unread.
             task_serializer="json",
             accept_content=["json"],

@@ -66,6 +66,7 @@ class _Pending:
     text: str
     tokens: int
     solo: bool
+    tag: object = None  # the caller's name for the document (see not_started)
     arrived: float = field(default_factory=time.monotonic)
     future: Future[Verdict] = field(default_factory=Future)
 
@@ -100,13 +101,33 @@ class MicroBatcher:
         self._thread.start()
         self._watchdog.start()
 
-    def submit(self, text: str, tokens: int, *, solo: bool = False) -> Future[Verdict]:
+    def submit(
+        self, text: str, tokens: int, *, solo: bool = False, tag: object = None
+    ) -> Future[Verdict]:
         """Queue one document; its future gets a Verdict, or a ScreeningError."""
         if self._closed.is_set():
             raise RuntimeError("the micro-batcher is closed")
-        pending = _Pending(text, max(1, tokens), solo)
+        pending = _Pending(text, max(1, tokens), solo, tag)
         self._inbox.put(pending)
         return pending.future
+
+    def not_started(self) -> list[object]:
+        """Tags of the documents waiting for a forward pass, taken out of the batcher.
+
+        For `on_overrun`: while a forward pass hangs, the documents queued behind it were
+        never screened, so a crash that follows is not theirs to count against them.
+        Only safe while the batcher thread is stuck in that forward pass.
+        """
+        waiting = [self._carry] if self._carry is not None else []
+        self._carry = None
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                waiting.append(item)
+        return [p.tag for p in waiting if p.tag is not None]
 
     def close(self) -> None:
         """Stop after the batch in progress; documents still queued are not screened."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import redis
 
@@ -28,6 +30,38 @@ def transport_options(settings: QueueSettings) -> dict[str, Any]:
         "socket_timeout": 30,
         "socket_connect_timeout": 5,
     }
+
+
+_CERT_REQS = {
+    "required": ssl.CERT_REQUIRED,
+    "optional": ssl.CERT_OPTIONAL,
+    "none": ssl.CERT_NONE,
+}
+_SSL_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+def ssl_options(url: str) -> dict[str, Any] | None:
+    """Kombu's TLS options (`broker_use_ssl`) for a rediss:// broker URL; None otherwise.
+
+    Given a rediss:// URL without `ssl_cert_reqs`, Kombu only logs a warning and does not
+    verify the server's certificate, while redis-py (the result store) does. So the
+    broker verifies too: the certificate is required unless the URL says otherwise, and
+    checked against `?ssl_ca_certs=/path/ca.pem` or the system's CAs; `ssl_certfile` and
+    `ssl_keyfile` give a client certificate. The same URL works for `result_url`.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return None
+    query = dict(parse_qsl(parts.query))
+    reqs = query.get("ssl_cert_reqs", "required").lower().removeprefix("cert_")
+    if reqs not in _CERT_REQS:
+        raise ValueError(
+            f"ssl_cert_reqs={query['ssl_cert_reqs']!r} in the broker URL: use required, "
+            "optional or none"
+        )
+    options: dict[str, Any] = {"ssl_cert_reqs": _CERT_REQS[reqs]}
+    options |= {key: query[key] for key in _SSL_FILES if key in query}
+    return options
 
 
 def queue_length(client: redis.Redis, keys: Keys, queue: str | None = None) -> int:

@@ -72,7 +72,7 @@ def start(settings: Settings) -> Runtime:
         max_wait_s=0.0 if q.worker.pool == "solo" else q.batch.max_wait_ms / 1000,
         time_limit_s=q.worker.batch_time_limit_s,
         on_batch=metrics.record_batch,
-        on_overrun=_die,
+        on_overrun=lambda seconds: _die(seconds, batcher, store),
     )
     store.publish_codebook(screener.codebook_version)
     broker = redis_client(q.broker_url)
@@ -83,10 +83,20 @@ def start(settings: Settings) -> Runtime:
     return _runtime
 
 
-def _die(seconds: float) -> None:
+def _die(seconds: float, batcher: MicroBatcher, store: ResultStore) -> None:
     # A forward pass cannot be interrupted from Python. Its messages are unacked, so they
     # come back after the visibility timeout; the restarted worker screens them solo.
     log.critical("a forward pass has run %.0f s, over the limit: exiting", seconds)
+    # Every message this worker holds comes back counted as one more delivery, but only
+    # the hung pass's documents are suspects. Without this, the documents queued behind a
+    # document that hangs every time would reach max_deliveries with it and get an error
+    # verdict they did not earn. Best effort: the exit must happen regardless.
+    try:
+        innocent = [t for t in batcher.not_started() if isinstance(t, tuple)]
+        store.forgive(innocent)
+        log.info("%d documents never reached the model: not counted as deliveries", len(innocent))
+    except Exception:
+        log.warning("could not take back the deliveries of unscreened documents", exc_info=True)
     logging.shutdown()
     os._exit(OVERRUN_EXIT_CODE)
 

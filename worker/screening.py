@@ -16,10 +16,10 @@ from enum import StrEnum
 from typing import TypeVar
 
 from alknet_firewall.queue_settings import WorkerSettings
+from alknet_firewall.rows import result_row
 from alknet_firewall.schema import Document, Verdict
 from worker.batching import REASON_MAX_CHARS, MicroBatcher, Screener, ScreeningError
 from worker.keys import result_field
-from alknet_firewall.rows import result_row
 from worker.store import ResultStore, with_retries
 
 T = TypeVar("T")
@@ -61,25 +61,28 @@ class Screening:
         if cached is not None:
             self._finish(job, field, doc, cached)
             return Outcome.CACHED
-        verdict = self._screen(doc, solo=deliveries > 1, may_retry=may_retry)
+        verdict = self._screen(doc, (job, field), solo=deliveries > 1, may_retry=may_retry)
         self._redis(lambda: self.store.cache_verdict(digest, verdict))
         return self._finish(job, field, doc, verdict)
 
-    def _screen(self, doc: Document, *, solo: bool, may_retry: bool) -> Verdict:
+    def _screen(
+        self, doc: Document, tag: tuple[str, str], *, solo: bool, may_retry: bool
+    ) -> Verdict:
         try:
-            return self._submit(doc, solo=solo)
+            return self._submit(doc, tag, solo=solo)
         except ScreeningError as exc:
             if may_retry:
                 raise
             return Verdict.failed(str(exc), self.screener.codebook_version)
 
-    def _submit(self, doc: Document, *, solo: bool) -> Verdict:
+    def _submit(self, doc: Document, tag: tuple[str, str], *, solo: bool) -> Verdict:
         try:
             tokens = self.screener.count_tokens([doc.text])[0]
         except Exception as exc:  # the tokenizer is part of the model: same treatment
             reason = f"tokenizer error: {type(exc).__name__}: {exc}"
             raise ScreeningError(reason[:REASON_MAX_CHARS]) from exc
-        return self.batcher.submit(doc.text, tokens, solo=solo).result()
+        # The tag lets an overrun forgive the documents that never reached the model.
+        return self.batcher.submit(doc.text, tokens, solo=solo, tag=tag).result()
 
     def _finish(self, job: str, field: str, doc: Document, verdict: Verdict) -> Outcome:
         row = result_row(doc.id, doc.meta, verdict)

@@ -20,9 +20,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from alknet_firewall.queue_settings import QueueSettings
+from alknet_firewall.rows import is_error_row
 from alknet_firewall.schema import Verdict
 from worker.keys import Keys
-from alknet_firewall.rows import is_error_row
 
 # What a retry can fix: the server is away, slow or still loading its data. Anything else
 # (a wrong type, a script error) is a bug, and retrying it only hides it.
@@ -42,6 +42,12 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 return 1
+"""
+
+# KEYS: deliveries. ARGV: field. Undo one delivery, unless the row was written meanwhile
+# (put_row deletes the field then, and a negative count must not appear).
+_FORGIVE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[1], ARGV[1], -1) end
 """
 
 T = TypeVar("T")
@@ -77,6 +83,7 @@ class ResultStore:
         self.client = client
         self.keys = keys
         self._put_row = client.register_script(_PUT_ROW)
+        self._forgive = client.register_script(_FORGIVE)
 
     @classmethod
     def from_settings(cls, settings: QueueSettings) -> ResultStore:
@@ -110,6 +117,13 @@ class ResultStore:
         ]
         written = self._put_row(keys=keys, args=args, client=pipe)
         return bool(written)
+
+    def forgive(self, documents: list[tuple[str, str]]) -> None:
+        """Take back one delivery of each (job, field): they were never screened."""
+        pipe = self.client.pipeline(transaction=False)
+        for job, field in documents:
+            self._forgive(keys=[self.keys.job_deliveries(job)], args=[field], client=pipe)
+        pipe.execute()
 
     def cached_verdict(self, codebook_version: str, digest: str) -> Verdict | None:
         """The verdict this codebook gave the same text before, if still cached."""

@@ -1,0 +1,218 @@
+"""Worker faults: a forward pass that hangs past its time limit, a document over the length
+limit sent through the queue. (SIGKILL mid-batch and a model that raises are covered in
+tests/test_queue_e2e.py.)
+
+The hang uses the fake model of queue_helpers with one change, made in the worker process
+through the worker's own seam (`worker.runtime.load_screener`): a batch that holds
+"HANG" never returns. Production code has no hook for it; the worker's watchdog
+(`[queue.worker].batch_time_limit_s`) is what is under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from alknet_firewall.config import Settings
+from alknet_firewall.firewall import Firewall
+from alknet_firewall.schema import Verdict
+from producer.enqueue import enqueue
+from producer.jobs import JobBook
+from tests.queue_helpers import (
+    ROOT,
+    FakeScreener,
+    Namespace,
+    WorkerProcess,
+    fake_verdict,
+    free_port,
+    namespace,
+    worker_process,
+)
+from worker.batching import Screener
+from worker.runtime import OVERRUN_EXIT_CODE
+from worker.store import ResultStore
+
+pytestmark = pytest.mark.redis
+
+
+class HangingScreener(FakeScreener):
+    """The fake model, except that a forward pass holding "HANG" never ends."""
+
+    def screen_batch(self, texts: Sequence[str]) -> list[Verdict]:
+        if any("HANG" in t for t in texts):
+            time.sleep(3600)
+        return super().screen_batch(texts)
+
+
+def hanging_worker_main() -> None:
+    """Entry point of the worker process of the hang test."""
+    import worker.runtime
+
+    def load_screener(settings: Settings) -> Screener:  # same signature as the one replaced
+        del settings
+        return HangingScreener()
+
+    worker.runtime.load_screener = load_screener
+    from worker.celery import app
+
+    app.worker_main(["worker", "--loglevel=INFO", *sys.argv[1:]])
+
+
+class HangingWorker(WorkerProcess):
+    """A WorkerProcess (stop, kill, logs) that runs `hanging_worker_main`."""
+
+    def __init__(self, ns: Namespace, log: Path, *args: str) -> None:
+        # Not super().__init__: that starts the usual entry point.
+        self.metrics_port = free_port()
+        self.log = log
+        self._log_file = log.open("ab")
+        code = "from tests.test_faults_worker import hanging_worker_main; hanging_worker_main()"
+        env = {
+            **os.environ,
+            **ns.env,
+            "ALKNET_QUEUE__WORKER__METRICS_PORT": str(self.metrics_port),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), str(ROOT / "tests")]),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() kills it as one
+        )
+
+
+def write_jsonl(path: Path, texts: list[str], prefix: str = "d") -> Path:
+    path.write_text(
+        "".join(json.dumps({"id": f"{prefix}{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+    )
+    return path
+
+
+def test_a_hung_forward_pass_ends_the_worker_and_every_document_still_gets_one_verdict(
+    tmp_path: Path,
+) -> None:
+    # The watchdog fires 1 s into a forward pass; unacked messages come back 3 s later.
+    # After 2 deliveries that each hung, the document gets an error verdict.
+    limits = {
+        "ALKNET_QUEUE__WORKER__BATCH_TIME_LIMIT_S": "1",
+        "ALKNET_QUEUE__VISIBILITY_TIMEOUT_S": "3",
+        "ALKNET_QUEUE__WORKER__MAX_DELIVERIES": "2",
+        "ALKNET_QUEUE__WORKER__RETRY_BACKOFF_S": "0.1",
+        "ALKNET_QUEUE__WORKER__RETRY_BACKOFF_MAX_S": "0.5",
+    }
+    texts = [f"ordinary text {i}" for i in range(20)]
+    texts[5] = "this one will HANG the model"
+    source = write_jsonl(tmp_path / "in.jsonl", texts)
+    log = tmp_path / "worker.log"
+    with namespace(**limits) as ns:
+        settings = ns.settings()
+        jobs = JobBook(ResultStore.from_settings(settings.queue))
+        enqueue(settings, str(source), "hang")
+        exits: list[int] = []
+        worker = HangingWorker(ns, log, "--concurrency=8")
+        try:
+            # Play the orchestrator: restart the worker whenever it exits, until done.
+            deadline = time.monotonic() + 90
+            while not (p := jobs.progress("hang")) or not p.finished:
+                assert time.monotonic() < deadline, f"not finished; exits {exits}"
+                if worker.proc.poll() is not None:
+                    exits.append(worker.proc.returncode)
+                    worker.stop()
+                    worker = HangingWorker(ns, log, "--concurrency=8")
+                time.sleep(0.1)
+        except BaseException:
+            print(worker.log_tail())
+            raise
+        finally:
+            worker.stop()
+        assert exits.count(OVERRUN_EXIT_CODE) == 2, exits  # in a batch, then alone
+        assert "over the limit: exiting" in log.read_text()
+        rows = list(jobs.rows("hang"))
+        assert ns.client.hlen(f"{ns.prefix}job:hang:results") == 20
+        assert all(row is not None for row in rows)
+        hung = rows[5]
+        assert hung is not None and hung["decision"] == "error"
+        assert "gave up after 2 deliveries" in hung["error"]
+        for row, text in zip(rows[:5] + rows[6:], texts[:5] + texts[6:], strict=True):
+            assert row is not None and row["decision"] == fake_verdict(text).decision.value
+        progress = jobs.progress("hang")
+        assert progress is not None and (progress.done, progress.errors) == (20, 1)
+
+
+def test_a_document_over_max_chars_gets_an_error_verdict_and_its_batch_mates_are_screened(
+    tmp_path: Path, tiny_env: dict[str, str], tiny_firewall: Firewall
+) -> None:
+    # A producer with a higher limit than the workers (configured apart, or a message
+    # published by other means): the worker's own limit still holds.
+    texts = [f"The library opens at nine, note {i}." for i in range(7)]
+    texts.insert(3, "Preheat the oven. " * 20)  # 360 characters
+    source = write_jsonl(tmp_path / "in.jsonl", texts)
+    with namespace(**tiny_env) as ns:
+        settings = ns.settings()
+        jobs = JobBook(ResultStore.from_settings(settings.queue))
+        log = tmp_path / "worker.log"
+        with worker_process(ns, log, "--concurrency=8", fake=False, ALKNET_LIMITS__MAX_CHARS="200"):
+            assert enqueue(settings, str(source), "long").sent == 8  # the producer let it through
+            ns.wait_for(
+                lambda: (p := jobs.progress("long")) is not None and p.finished, 60, "the job"
+            )
+        rows = list(jobs.rows("long"))
+        assert all(row is not None for row in rows)
+        long_row = rows[3]
+        assert long_row is not None and long_row["decision"] == "error"
+        assert long_row["error"] == "text has 360 characters; limits.max_chars is 200"
+        expected = tiny_firewall.screen_batch(texts[:3] + texts[4:])
+        for row, verdict in zip(rows[:3] + rows[4:], expected, strict=True):
+            assert row is not None and row["decision"] == verdict.decision.value
+            assert row["score"] == pytest.approx(verdict.score, abs=2e-6)  # 6-decimal rounding
+        # Refused once, not retried: a length limit does not pass on a second try.
+        assert ns.client.hlen(f"{ns.prefix}job:long:deliveries") == 0
+        progress = jobs.progress("long")
+        assert progress is not None and (progress.done, progress.errors) == (8, 1)
+
+
+def test_on_a_hang_the_batcher_names_the_documents_that_never_reached_the_model() -> None:
+    """What the worker's overrun handler forgives: the queued documents, not the hung pass."""
+    from worker.batching import MicroBatcher
+
+    entered, release = threading.Event(), threading.Event()
+
+    def screen(texts: Sequence[str]) -> list[Verdict]:
+        entered.set()
+        release.wait(30)
+        return [fake_verdict(t) for t in texts]
+
+    overruns: list[float] = []
+    batcher = MicroBatcher(
+        screen,
+        token_budget=1000,
+        max_docs=8,
+        max_wait_s=0.0,
+        time_limit_s=0.2,
+        on_batch=lambda _stats: None,
+        on_overrun=overruns.append,
+    )
+    try:
+        hung = batcher.submit("first", 1, tag=("job", "hung"))
+        assert entered.wait(10)
+        for i in range(3):
+            batcher.submit(f"queued {i}", 1, tag=("job", f"q{i}"))
+        deadline = time.monotonic() + 10
+        while not overruns:
+            assert time.monotonic() < deadline, "the watchdog did not fire"
+            time.sleep(0.02)
+        assert batcher.not_started() == [("job", "q0"), ("job", "q1"), ("job", "q2")]
+    finally:
+        release.set()
+        batcher.close()
+    assert hung.result(timeout=10).decision == fake_verdict("first").decision

@@ -7,9 +7,9 @@ import time
 from collections.abc import Sequence
 
 import pytest
-from tests.queue_helpers import FakeScreener, fake_verdict
 
 from alknet_firewall.schema import Verdict
+from tests.queue_helpers import FakeScreener, fake_verdict
 from worker.batching import BatchStats, MicroBatcher, ScreeningError
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.queue_helpers import FakeScreener, Namespace, namespace, worker_process
 
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.schema import Verdict
 from producer import cli
 from producer.enqueue import enqueue
 from producer.jobs import JobBook
+from tests.queue_helpers import FakeScreener, Namespace, namespace, worker_process
 from worker.app import TASK_NAME, create_app
 from worker.batching import Screener
 from worker.store import ResultStore

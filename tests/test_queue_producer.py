@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.queue_helpers import ROOT, Namespace, namespace
 
 from producer import cli
 from producer.enqueue import QueueUnavailable, enqueue
 from producer.jobs import JobBook
+from tests.queue_helpers import ROOT, Namespace, namespace
 from worker.store import ResultStore
 
 

@@ -182,6 +182,11 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stems(option: str) -> set[str]:
+    """File stems from a comma-separated option value."""
+    return {name for name in option.split(",") if name}
+
+
 def run_build(args: argparse.Namespace) -> int:
     from alknet_firewall.build import build_codebook
     from alknet_firewall.codebook import metrics_json
@@ -189,12 +194,8 @@ def run_build(args: argparse.Namespace) -> int:
     from alknet_firewall.model import TransformersDetector
 
     settings = _settings(args)
-    excluded = {name for name in args.exclude.split(",") if name}
-    files = [
-        path
-        for path in corpus_files(Path(args.corpus), training_only=True)
-        if path.stem not in excluded
-    ]
+    files = corpus_files(Path(args.corpus), training_only=True)
+    files = [path for path in files if path.stem not in _stems(args.exclude)]
     rows = load_rows(files, per_file=args.per_file, seed=settings.codebook.seed)
     print(f"fitting on {len(rows)} rows from {len(files)} files", file=sys.stderr)
     model = TransformersDetector.from_settings(settings.model)
@@ -214,12 +215,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from alknet_firewall.model import TransformersDetector
 
     settings = _settings(args)
-    wanted = {name for name in args.files.split(",") if name}
-    files = [
-        path
-        for path in corpus_files(Path(args.corpus), training_only=False)
-        if not wanted or path.stem in wanted
-    ]
+    wanted = _stems(args.files)
+    files = corpus_files(Path(args.corpus), training_only=False)
+    files = [path for path in files if not wanted or path.stem in wanted]
     codebook = Codebook.load(Path(args.codebook)) if args.codebook else load_codebook(settings)
     settings.windows.size = codebook.meta.window_size
     settings.windows.stride = codebook.meta.window_stride

@@ -97,12 +97,16 @@ def fold_plan(rows: LabelledRows) -> list[tuple[str, set[str]]]:
 
 
 def leave_groups_out(
-    rows: LabelledRows, features: WindowFeatures, identity: ModelIdentity, settings: Settings
+    rows: LabelledRows,
+    features: WindowFeatures,
+    identity: ModelIdentity,
+    settings: Settings,
+    methods: tuple[str, ...] = METHODS,
 ) -> HeldOutScores:
     n = len(rows)
     held = HeldOutScores(
-        scores={m: np.full(n, np.nan) for m in METHODS},
-        flag={m: np.full(n, np.nan) for m in METHODS},
+        scores={m: np.full(n, np.nan) for m in methods},
+        flag={m: np.full(n, np.nan) for m in methods},
         fold=np.full(n, -1),
     )
     groups, files = np.array(rows.groups), np.array(rows.files)
@@ -126,6 +130,8 @@ def leave_groups_out(
         held.scores["codebook"][test] = score_documents(codebook, test_features).score()
         held.flag["codebook"][test] = codebook.meta.thresholds.flag
         for name, scorer in (("probe", probe_scores), ("tfidf", tfidf_scores)):
+            if name not in methods:
+                continue
             scores, flag = scorer(rows, features, train, test, settings)
             held.scores[name][test], held.flag[name][test] = scores, flag
         held.fold[test] = fold
@@ -189,7 +195,7 @@ def subset_metrics(held: HeldOutScores, labels: np.ndarray, mask: np.ndarray) ->
     has_attacks = (mask & (labels == 1)).any()
     chosen = scored & ((mask & (labels == 1)) | benign) if has_attacks else scored & mask
     out = {}
-    for method in METHODS:
+    for method in held.scores:
         scores = held.scores[method][chosen]
         flagged = scores >= held.flag[method][chosen]
         metrics = detection_metrics(labels[chosen], scores, np.inf)

@@ -1,0 +1,245 @@
+"""Which activations carry the signal? One extraction, many codebook configurations.
+
+`extract` runs SmolLM2 once over the same seeded corpus sample as bench/quality.py and
+keeps, for every window, the mean, max and last-token pooling at many layers. `sweep` then
+scores codebook configurations (layer sets, pooling, document-baseline deltas, rank,
+smoothing) with the leave-one-origin-group-out protocol of bench/quality.py, without
+running the model again, and prints one line of pooled held-out figures per configuration.
+
+    .venv/bin/python bench/explore.py extract --per-file 300 --layers 1,2,3,4,6,8,10,12,16
+    .venv/bin/python bench/explore.py sweep --out bench/EXPLORE.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from quality import (
+    HARD_NEGATIVE_FILES,
+    HIDDEN_INJECTION_FILES,
+    leave_groups_out,
+    subset_metrics,
+)
+from safetensors.numpy import load_file, save_file
+from tqdm import tqdm
+
+from alknet_firewall.codebook_fit import ModelIdentity
+from alknet_firewall.config import Settings, load_settings
+from alknet_firewall.corpus import LabelledRows, corpus_files, load_rows
+from alknet_firewall.features import WindowFeatures
+from alknet_firewall.model import TransformersDetector, pool
+from alknet_firewall.model_files import resolve_model_folder
+from alknet_firewall.windows import iter_batches, tokenize_windows
+
+POOLINGS = ("mean", "max", "last")
+DEFAULT_STORE = Path("~/.cache/alknet-firewall/explore").expanduser()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    extract = commands.add_parser("extract", help="run the model once, keep all poolings")
+    extract.add_argument("--layers", default="1,2,3,4,6,8,10,12,16")
+    sweep = commands.add_parser("sweep", help="score configurations on the stored activations")
+    sweep.add_argument("--out", default="", help="also write the table here (markdown)")
+    sweep.add_argument("--probe", action="store_true", help="also score the logistic probe")
+    sweep.add_argument("--only", default="", help="configuration names separated by ;")
+    for command in (extract, sweep):
+        command.add_argument("--corpus", default="../shared/data/corpus")
+        command.add_argument("--per-file", type=int, default=300)
+        command.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    args = parser.parse_args()
+    settings = load_settings(None)
+    rows = load_rows(
+        corpus_files(Path(args.corpus), training_only=False),
+        per_file=args.per_file,
+        seed=settings.codebook.seed,
+    )
+    store = args.store / f"per-file-{args.per_file}.safetensors"
+    if args.command == "extract":
+        layers = [int(x) for x in args.layers.split(",")]
+        extract_all(rows, layers, settings, store)
+        return 0
+    return run_sweep(rows, settings, store, args)
+
+
+def extract_all(rows: LabelledRows, layers: list[int], settings: Settings, store: Path) -> None:
+    folder, model_id = resolve_model_folder(settings.model)
+    detector = TransformersDetector(folder, layers, model_id=model_id, dtype="float32")
+    tokenized = tokenize_windows(
+        detector.tokenizer, rows.texts, settings.windows.size, settings.windows.stride
+    )
+    found = tokenized.windows
+    shape = (len(found), len(layers), detector.hidden_size)
+    pooled = {name: np.zeros(shape, dtype=np.float32) for name in POOLINGS}
+    wanted = [layer - 1 for layer in layers]
+    started = time.time()
+    with tqdm(total=sum(len(w.token_ids) for w in found), unit="tok", unit_scale=True) as bar:
+        for batch in iter_batches(found, detector.tokenizer, settings.batching.token_budget):
+            outputs = hidden_states(detector, batch.input_ids, batch.attention_mask, wanted)
+            mask = torch.from_numpy(batch.pool_mask)
+            for name in POOLINGS:
+                pooled[name][batch.windows] = torch.stack(
+                    [pool(hidden, mask, name) for hidden in outputs], dim=1
+                ).numpy()
+            bar.update(batch.real_tokens)
+    print(f"extracted {len(found)} windows in {time.time() - started:.0f} s", file=sys.stderr)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {
+            **{f"pooled.{name}": array for name, array in pooled.items()},
+            "doc": np.array([w.doc for w in found], dtype=np.int64),
+            "spans": np.array([(w.char_start, w.char_end) for w in found], dtype=np.int64),
+            "tokens_per_doc": np.array(tokenized.tokens_per_doc, dtype=np.int64),
+            "layers": np.array(layers, dtype=np.int64),
+        },
+        str(store),
+    )
+
+
+@torch.inference_mode()
+def hidden_states(
+    detector: TransformersDetector, ids: np.ndarray, attention: np.ndarray, wanted: list[int]
+) -> list[torch.Tensor]:
+    captured: dict[int, torch.Tensor] = {}
+
+    def hook(index: int):  # type: ignore[no-untyped-def]
+        def capture(module: torch.nn.Module, args: object, output: object) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output
+            assert isinstance(hidden, torch.Tensor)
+            captured[index] = hidden.float()
+
+        return capture
+
+    handles = [detector.model.layers[i].register_forward_hook(hook(i)) for i in wanted]
+    try:
+        detector.model(
+            input_ids=torch.from_numpy(ids),
+            attention_mask=torch.from_numpy(attention),
+            use_cache=False,
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [captured[i] for i in wanted]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One codebook configuration: feature blocks are (pooling, layer) pairs; a pooling of
+    "delta" is the window's mean minus the mean of its document's windows."""
+
+    name: str
+    blocks: tuple[tuple[str, int], ...]
+    rank: int = 48
+    smoothing: float = 1.0
+    one_signal: bool = False  # one "attack" signal instead of one per attack kind
+
+
+def variants() -> list[Variant]:
+    def mean(*layers: int) -> tuple[tuple[str, int], ...]:
+        return tuple(("mean", layer) for layer in layers)
+
+    found = [
+        Variant("mean 1,2,4,8 (shipped)", mean(1, 2, 4, 8)),
+        Variant("mean 2,4,8,12", mean(2, 4, 8, 12)),
+        Variant("mean 4,8,12,16", mean(4, 8, 12, 16)),
+        Variant("mean 8,10,12,16", mean(8, 10, 12, 16)),
+        Variant("mean 6,8,10,12", mean(6, 8, 10, 12)),
+        Variant("mean 1,2,3,4", mean(1, 2, 3, 4)),
+        Variant("mean 12", mean(12)),
+        Variant("mean 16", mean(16)),
+        Variant("mean 8", mean(8)),
+        Variant("max 2,4,8,12", tuple(("max", x) for x in (2, 4, 8, 12))),
+        Variant("last 2,4,8,12", tuple(("last", x) for x in (2, 4, 8, 12))),
+        Variant("mean+delta 4,8,12", mean(4, 8, 12) + tuple(("delta", x) for x in (4, 8, 12))),
+        Variant("mean 2,4,8,12 rank 16", mean(2, 4, 8, 12), rank=16),
+        Variant("mean 2,4,8,12 rank 96", mean(2, 4, 8, 12), rank=96),
+        Variant("mean 2,4,8,12 smoothing 10", mean(2, 4, 8, 12), smoothing=10.0),
+        Variant("mean 2,4,8,12 smoothing 0.1", mean(2, 4, 8, 12), smoothing=0.1),
+        Variant("mean 2,4,8,12 one signal", mean(2, 4, 8, 12), one_signal=True),
+    ]
+    return found
+
+
+def block_features(stored: dict[str, np.ndarray], blocks: Iterable[tuple[str, int]]) -> WindowFeatures:
+    layers = [int(x) for x in stored["layers"]]
+    doc = stored["doc"]
+    columns = []
+    for pooling, layer in blocks:
+        if pooling == "delta":
+            vectors = stored["pooled.mean"][:, layers.index(layer), :]
+            sums = np.zeros((int(doc.max()) + 1, vectors.shape[1]), dtype=np.float64)
+            np.add.at(sums, doc, vectors)
+            counts = np.bincount(doc, minlength=sums.shape[0])[:, None]
+            columns.append((vectors - (sums / np.maximum(counts, 1))[doc]).astype(np.float32))
+        else:
+            columns.append(stored[f"pooled.{pooling}"][:, layers.index(layer), :])
+    return WindowFeatures(
+        pooled=np.stack(columns, axis=1),
+        doc=doc,
+        spans=stored["spans"],
+        tokens_per_doc=stored["tokens_per_doc"],
+    )
+
+
+def one_signal(rows: LabelledRows) -> LabelledRows:
+    kinds = ["attack" if label else kind for kind, label in zip(rows.kinds, rows.labels, strict=True)]
+    return LabelledRows(rows.texts, rows.labels, kinds, rows.files, rows.groups)
+
+
+def run_sweep(
+    rows: LabelledRows, settings: Settings, store: Path, args: argparse.Namespace
+) -> int:
+    if not store.is_file():
+        print(f"no stored activations at {store}: run `extract` first", file=sys.stderr)
+        return 1
+    stored = load_file(str(store))
+    labels, files = np.array(rows.labels), np.array(rows.files)
+    chosen = [v for v in variants() if not args.only or v.name in args.only.split(";")]
+    lines = [
+        "| configuration | AUROC | TPR@1% | hard-neg FPR@flag | hidden-inj AUROC | seconds | probe AUROC | probe TPR@1% |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for variant in chosen:
+        started = time.time()
+        features = block_features(stored, variant.blocks)
+        codebook_settings = settings.codebook.model_copy(
+            update={"rank": variant.rank, "smoothing": variant.smoothing}
+        )
+        trial = settings.model_copy(update={"codebook": codebook_settings})
+        identity = ModelIdentity("explore", "explore", list(range(1, len(variant.blocks) + 1)))
+        fold_rows = one_signal(rows) if variant.one_signal else rows
+        methods = ("codebook", "probe") if args.probe else ("codebook",)
+        held = leave_groups_out(fold_rows, features, identity, trial, methods=methods)
+        pooled = subset_metrics(held, labels, np.ones(len(rows), dtype=bool))
+        hard = subset_metrics(held, labels, np.isin(files, HARD_NEGATIVE_FILES) & (labels == 0))
+        hidden = subset_metrics(held, labels, np.isin(files, HIDDEN_INJECTION_FILES))
+        line = (
+            f"| {variant.name} | {pooled['codebook']['auroc']:.3f} | "
+            f"{pooled['codebook']['tpr_at_1pct_fpr']:.3f} | "
+            f"{hard['codebook']['fpr_at_flag']:.3f} | {hidden['codebook']['auroc']:.3f} | "
+            f"{time.time() - started:.0f} s | "
+            + (
+                f"{pooled['probe']['auroc']:.3f} | {pooled['probe']['tpr_at_1pct_fpr']:.3f} |"
+                if args.probe
+                else "- | - |"
+            )
+        )
+        print(line, flush=True)
+        lines.append(line)
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,7 +16,7 @@ import argparse
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,14 +55,17 @@ def main() -> int:
         command.add_argument("--corpus", default="../shared/data/corpus")
         command.add_argument("--per-file", type=int, default=300)
         command.add_argument("--store", type=Path, default=DEFAULT_STORE)
+        command.add_argument("--windows", default="128/96", help="window size/stride, tokens")
     args = parser.parse_args()
-    settings = load_settings(None)
+    size, stride = (int(x) for x in args.windows.split("/"))
+    settings = load_settings(None, windows={"size": size, "stride": stride})
     rows = load_rows(
         corpus_files(Path(args.corpus), training_only=False),
         per_file=args.per_file,
         seed=settings.codebook.seed,
     )
-    store = args.store / f"per-file-{args.per_file}.safetensors"
+    suffix = "" if args.windows == "128/96" else f"-w{size}-{stride}"
+    store = args.store / f"per-file-{args.per_file}{suffix}.safetensors"
     if args.command == "extract":
         layers = [int(x) for x in args.layers.split(",")]
         extract_all(rows, layers, settings, store)
@@ -141,6 +144,8 @@ class Variant:
     rank: int = 48
     smoothing: float = 1.0
     one_signal: bool = False  # one "attack" signal instead of one per attack kind
+    directions: bool = False  # a discriminant direction per layer beside the densities
+    payloads: bool = True  # window labels from located payloads (paired files)
 
 
 def variants() -> list[Variant]:
@@ -148,7 +153,15 @@ def variants() -> list[Variant]:
         return tuple(("mean", layer) for layer in layers)
 
     found = [
-        Variant("mean 1,2,4,8 (shipped)", mean(1, 2, 4, 8)),
+        Variant("mean 1,2,4,8 (shipped)", mean(1, 2, 4, 8), payloads=False),
+        Variant("mean 1,2,4,8 payloads", mean(1, 2, 4, 8)),
+        Variant("mean 4,8,12,16 payloads", mean(4, 8, 12, 16)),
+        Variant("max 2,4,8,12 payloads", tuple(("max", x) for x in (2, 4, 8, 12))),
+        Variant("last 2,4,8,12 payloads", tuple(("last", x) for x in (2, 4, 8, 12))),
+        Variant(
+            "mean+delta 4,8,12 payloads", mean(4, 8, 12) + tuple(("delta", x) for x in (4, 8, 12))
+        ),
+        Variant("mean 4,8,12,16 payloads directions", mean(4, 8, 12, 16), directions=True),
         Variant("mean 2,4,8,12", mean(2, 4, 8, 12)),
         Variant("mean 4,8,12,16", mean(4, 8, 12, 16)),
         Variant("mean 8,10,12,16", mean(8, 10, 12, 16)),
@@ -165,11 +178,55 @@ def variants() -> list[Variant]:
         Variant("mean 2,4,8,12 smoothing 10", mean(2, 4, 8, 12), smoothing=10.0),
         Variant("mean 2,4,8,12 smoothing 0.1", mean(2, 4, 8, 12), smoothing=0.1),
         Variant("mean 2,4,8,12 one signal", mean(2, 4, 8, 12), one_signal=True),
+        Variant("mean 1,2,4,8 directions", mean(1, 2, 4, 8), directions=True),
+        Variant("mean 2,4,8,12 directions", mean(2, 4, 8, 12), directions=True),
+        Variant("mean 4,8,12,16 directions", mean(4, 8, 12, 16), directions=True),
+    ]
+    for name, blocks in (
+        ("mean 1,2,4,8", mean(1, 2, 4, 8)),
+        ("mean 4,8,12,16", mean(4, 8, 12, 16)),
+        ("mean 8,10,12,16", mean(8, 10, 12, 16)),
+        ("mean 2,4", mean(2, 4)),
+        ("last 2,4,8,12", tuple(("last", x) for x in (2, 4, 8, 12))),
+        ("max 2,4,8,12", tuple(("max", x) for x in (2, 4, 8, 12))),
+        ("mean+delta 4,8,12", mean(4, 8, 12) + tuple(("delta", x) for x in (4, 8, 12))),
+    ):
+        found.append(Variant(f"one signal {name}", blocks, one_signal=True))
+    best = mean(4, 8, 12, 16)
+    found += [
+        Variant("one signal mean 4,8,12", mean(4, 8, 12), one_signal=True),
+        Variant("one signal mean 2,4,6,8", mean(2, 4, 6, 8), one_signal=True),
+        Variant("one signal mean 12,16", mean(12, 16), one_signal=True),
+        Variant("one signal mean 3,6,10,12,16", mean(3, 6, 10, 12, 16), one_signal=True),
+        Variant(
+            "one signal max 4,8,12,16", tuple(("max", x) for x in (4, 8, 12, 16)), one_signal=True
+        ),
+        Variant(
+            "one signal mean+max 8,16", (*mean(8, 16), ("max", 8), ("max", 16)), one_signal=True
+        ),
+        Variant("one signal mean 4,8,12,16 rank 24", best, rank=24, one_signal=True),
+        Variant("one signal mean 4,8,12,16 rank 96", best, rank=96, one_signal=True),
+        Variant("one signal mean 4,8,12,16 smoothing 3", best, smoothing=3.0, one_signal=True),
+        Variant("one signal mean 4,8,12,16 smoothing 0.3", best, smoothing=0.3, one_signal=True),
+        Variant(
+            "one signal mean 4,8,12,16 directions",
+            mean(4, 8, 12, 16),
+            one_signal=True,
+            directions=True,
+        ),
+        Variant(
+            "one signal mean 4,8,12,16 no payloads",
+            mean(4, 8, 12, 16),
+            one_signal=True,
+            payloads=False,
+        ),
     ]
     return found
 
 
-def block_features(stored: dict[str, np.ndarray], blocks: Iterable[tuple[str, int]]) -> WindowFeatures:
+def block_features(
+    stored: dict[str, np.ndarray], blocks: Iterable[tuple[str, int]]
+) -> WindowFeatures:
     layers = [int(x) for x in stored["layers"]]
     doc = stored["doc"]
     columns = []
@@ -190,14 +247,7 @@ def block_features(stored: dict[str, np.ndarray], blocks: Iterable[tuple[str, in
     )
 
 
-def one_signal(rows: LabelledRows) -> LabelledRows:
-    kinds = ["attack" if label else kind for kind, label in zip(rows.kinds, rows.labels, strict=True)]
-    return LabelledRows(rows.texts, rows.labels, kinds, rows.files, rows.groups)
-
-
-def run_sweep(
-    rows: LabelledRows, settings: Settings, store: Path, args: argparse.Namespace
-) -> int:
+def run_sweep(rows: LabelledRows, settings: Settings, store: Path, args: argparse.Namespace) -> int:
     if not store.is_file():
         print(f"no stored activations at {store}: run `extract` first", file=sys.stderr)
         return 1
@@ -213,11 +263,16 @@ def run_sweep(
         started = time.time()
         features = block_features(stored, variant.blocks)
         codebook_settings = settings.codebook.model_copy(
-            update={"rank": variant.rank, "smoothing": variant.smoothing}
+            update={
+                "rank": variant.rank,
+                "smoothing": variant.smoothing,
+                "directions": variant.directions,
+                "signals": "one" if variant.one_signal else "per_kind",
+            }
         )
         trial = settings.model_copy(update={"codebook": codebook_settings})
         identity = ModelIdentity("explore", "explore", list(range(1, len(variant.blocks) + 1)))
-        fold_rows = one_signal(rows) if variant.one_signal else rows
+        fold_rows = rows if variant.payloads else replace(rows, payloads=[None] * len(rows))
         methods = ("codebook", "probe") if args.probe else ("codebook",)
         held = leave_groups_out(fold_rows, features, identity, trial, methods=methods)
         pooled = subset_metrics(held, labels, np.ones(len(rows), dtype=bool))

@@ -15,6 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.corpus import LabelledRows
+from alknet_firewall.payloads import Span
 
 BENIGN_SENTENCES = [
     "The river flooded the lower fields after three days of rain.",
@@ -55,7 +56,8 @@ def tiny_rows(seed: int = 0, per_class: int = 120) -> LabelledRows:
     rng = random.Random(seed)
     rows = LabelledRows()
 
-    def add(text: str, label: int, kind: str, file: str) -> None:
+    def add(text: str, label: int, kind: str, file: str, payload: Span | None = None) -> None:
+        rows.payloads.append(payload)
         rows.texts.append(text)
         rows.labels.append(label)
         rows.kinds.append(kind)
@@ -69,7 +71,9 @@ def tiny_rows(seed: int = 0, per_class: int = 120) -> LabelledRows:
             add(rng.choice(sentences) + " " + benign_text(rng, rng.randint(0, 1)), 1, kind, kind)
     for _ in range(per_class):
         before, after = benign_text(rng, rng.randint(0, 3)), benign_text(rng, rng.randint(0, 3))
-        add(f"{before} {INJECTION} {after}".strip(), 1, "indirect_injection", "indirect")
+        text = f"{before} {INJECTION} {after}".strip()
+        start = text.index(INJECTION)
+        add(text, 1, "indirect_injection", "indirect", (start, start + len(INJECTION)))
     return rows
 
 

@@ -19,6 +19,7 @@ from alknet_firewall.corpus import LabelledRows
 from alknet_firewall.density import fit_log_density, grid_bounds
 from alknet_firewall.features import WindowFeatures
 from alknet_firewall.metrics import detection_metrics
+from alknet_firewall.payloads import Span, window_role
 from alknet_firewall.scoring import document_scores
 
 MAX_SVD_ROWS = 20_000
@@ -41,21 +42,22 @@ def fit_codebook(
     """Fit every part of a codebook; validation metrics go into its metadata."""
     if features.n_docs != len(rows):
         raise ValueError(f"{features.n_docs} documents of features for {len(rows)} rows")
-    signals = sorted({kind for kind, label in zip(rows.kinds, rows.labels, strict=True) if label})
-    if not signals or all(rows.labels):
+    if not any(rows.labels) or all(rows.labels):
         raise ValueError("fitting needs both benign rows and attack rows")
+    kinds = [signal_of(kind, settings) for kind in rows.kinds]
+    signals = sorted({kind for kind, label in zip(kinds, rows.labels, strict=True) if label})
     doc_class = np.array(
         [
             signals.index(kind) + 1 if label else 0
-            for kind, label in zip(rows.kinds, rows.labels, strict=True)
+            for kind, label in zip(kinds, rows.labels, strict=True)
         ]
     )
     part = split_documents(rows.files, settings.calibration_fraction, settings.seed)
-    window_class = doc_class[features.doc]
+    window_class = window_classes(features, doc_class, rows.payloads)
     window_part = part[features.doc]
 
     tensors: dict[str, np.ndarray] = {}
-    density_rows = window_part == 0
+    density_rows = (window_part == 0) & (window_class >= 0)
     for index in range(len(model.layers)):
         vectors = features.pooled[density_rows, index, :]
         tensors |= fit_layer(index, vectors, window_class[density_rows], len(signals) + 1, settings)
@@ -75,7 +77,7 @@ def fit_codebook(
         data_digest=rows.digest(),
     )
     draft = Codebook(meta, tensors)
-    tensors |= fit_combiners(draft, features, doc_class, part == 1, len(signals))
+    tensors |= fit_combiners(draft, features, window_class, part == 1, len(signals))
     codebook = Codebook(meta, tensors)
 
     held_out = np.flatnonzero(part == 2)
@@ -91,6 +93,29 @@ def fit_codebook(
         **detection_metrics(labels, scores, meta.thresholds.flag),
     }
     return codebook
+
+
+def signal_of(kind: str, settings: CodebookSettings) -> str:
+    """The signal an attack row trains: its kind, or the one shared "attack" signal, which
+    generalised better to attack sources left out of the fit (bench/EXPLORE.md)."""
+    return kind if settings.signals == "per_kind" else "attack"
+
+
+def window_classes(
+    features: WindowFeatures, doc_class: np.ndarray, payloads: Sequence[Span | None]
+) -> np.ndarray:
+    """Each window's class: its document's, except in documents whose payload is known,
+    where windows without the payload are benign and those holding only a little of it
+    are left out (-1)."""
+    window_class = doc_class[features.doc].copy()
+    if not payloads:
+        return window_class
+    for index, (doc, span) in enumerate(zip(features.doc, features.spans, strict=True)):
+        payload = payloads[doc]
+        if payload is not None:
+            role = window_role((int(span[0]), int(span[1])), payload)
+            window_class[index] = {1: doc_class[doc], 0: 0, -1: -1}[role]
+    return window_class
 
 
 def split_documents(files: Sequence[str], fraction: float, seed: int) -> np.ndarray:
@@ -137,7 +162,10 @@ def fit_layer(
     benign_residual = np.linalg.norm(standard - coords @ basis.T, axis=1)[classes == 0]
     log_residual = np.log(benign_residual + 1e-6)
     prefix = f"layer{index}."
-    return {
+    extra = {}
+    if settings.directions:
+        extra = discriminant_direction(prefix, standard, classes, settings)
+    return extra | {
         prefix + "mean": mean.astype(np.float32),
         prefix + "scale": scale.astype(np.float32),
         prefix + "basis": basis.astype(np.float32),
@@ -147,6 +175,22 @@ def fit_layer(
         prefix + "residual_stats": np.array(
             [log_residual.mean(), log_residual.std() + 1e-6], dtype=np.float32
         ),
+    }
+
+
+def discriminant_direction(
+    prefix: str, standard: np.ndarray, classes: np.ndarray, settings: CodebookSettings
+) -> dict[str, np.ndarray]:
+    """A strongly regularised logistic probe, attack windows against benign ones, on the
+    whole standardised vector: it sees what a rank-limited basis with per-component
+    densities misses, and the combiners decide how far to trust it."""
+    rng = np.random.default_rng(settings.seed)
+    rows = rng.permutation(len(classes))[:MAX_SVD_ROWS]
+    probe = LogisticRegression(C=0.05, class_weight="balanced", max_iter=2000)
+    probe.fit(standard[rows], (classes[rows] > 0).astype(int))
+    return {
+        prefix + "direction": probe.coef_[0].astype(np.float32),
+        prefix + "direction_bias": np.array([probe.intercept_[0]], dtype=np.float32),
     }
 
 
@@ -170,18 +214,18 @@ def principal_axes(
 def fit_combiners(
     draft: Codebook,
     features: WindowFeatures,
-    doc_class: np.ndarray,
+    all_window_class: np.ndarray,
     in_part: np.ndarray,
     n_signals: int,
 ) -> dict[str, np.ndarray]:
     """Per signal, a logistic regression on the layer scores: benign windows against the
     most telling window of each document of that signal (an attack document's other
-    windows may be perfectly ordinary text)."""
+    windows may be perfectly ordinary text, unless its payload is known)."""
     windows = np.flatnonzero(in_part[features.doc])
     layer_scores = draft.layer_features(features.pooled[windows])
     n_layers = len(draft.meta.layers)
     window_doc = features.doc[windows]
-    window_class = doc_class[window_doc]
+    window_class = all_window_class[windows]
     benign = window_class == 0
     weights = np.zeros((n_signals, layer_scores.shape[1]), dtype=np.float32)
     bias = np.zeros(n_signals, dtype=np.float32)

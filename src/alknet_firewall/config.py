@@ -91,6 +91,8 @@ class CodebookSettings(Section):
     rank: int = Field(default=48, ge=1)
     grid_points: int = Field(default=128, ge=16)
     smoothing: float = Field(default=1.0, gt=0.0)
+    signals: Literal["one", "per_kind"] = "one"
+    directions: bool = False
     flag_fpr: float = Field(default=0.01, gt=0.0, lt=0.5)
     block_fpr: float = Field(default=0.001, gt=0.0, lt=0.5)
     calibration_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)

@@ -13,6 +13,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alknet_firewall.payloads import Span, locate_payloads
+
 ATTACK_KINDS = ("direct_injection", "indirect_injection", "jailbreak")
 BENIGN_KINDS = ("benign_doc", "benign_chat", "hard_negative")
 
@@ -60,6 +62,8 @@ class LabelledRows:
     kinds: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
+    # Character span of the injected payload, where the row's file holds its clean twin.
+    payloads: list[Span | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -80,6 +84,7 @@ class LabelledRows:
             [self.kinds[i] for i in keep],
             [self.files[i] for i in keep],
             [self.groups[i] for i in keep],
+            [self.payloads[i] for i in keep],
         )
 
 
@@ -96,13 +101,18 @@ def corpus_files(corpus: Path, *, training_only: bool) -> list[Path]:
 
 
 def load_rows(files: list[Path], *, per_file: int | None = None, seed: int = 0) -> LabelledRows:
-    """Read labelled rows, at most `per_file` from each file (a seeded sample)."""
+    """Read labelled rows, at most `per_file` from each file (a seeded sample). Attack rows
+    whose clean twin is in the same file (sampled or not) get their payload's span."""
     rows = LabelledRows()
     for path in files:
         records = [_parse(path, number, line) for number, line in _lines(path)]
+        clean = [text for text, label, _ in records if label == 0]
         if per_file is not None and len(records) > per_file:
             records = random.Random(f"{seed}:{path.stem}").sample(records, per_file)
+        attacks = [text for text, label, _ in records if label == 1]
+        located = iter(locate_payloads(attacks, clean) if clean else [None] * len(attacks))
         for text, label, kind in records:
+            rows.payloads.append(next(located) if label == 1 else None)
             rows.texts.append(text)
             rows.labels.append(label)
             rows.kinds.append(kind)

@@ -144,7 +144,6 @@ class Variant:
     rank: int = 48
     smoothing: float = 1.0
     one_signal: bool = False  # one "attack" signal instead of one per attack kind
-    directions: bool = False  # a discriminant direction per layer beside the densities
     payloads: bool = True  # window labels from located payloads (paired files)
 
 
@@ -161,7 +160,6 @@ def variants() -> list[Variant]:
         Variant(
             "mean+delta 4,8,12 payloads", mean(4, 8, 12) + tuple(("delta", x) for x in (4, 8, 12))
         ),
-        Variant("mean 4,8,12,16 payloads directions", mean(4, 8, 12, 16), directions=True),
         Variant("mean 2,4,8,12", mean(2, 4, 8, 12)),
         Variant("mean 4,8,12,16", mean(4, 8, 12, 16)),
         Variant("mean 8,10,12,16", mean(8, 10, 12, 16)),
@@ -178,9 +176,6 @@ def variants() -> list[Variant]:
         Variant("mean 2,4,8,12 smoothing 10", mean(2, 4, 8, 12), smoothing=10.0),
         Variant("mean 2,4,8,12 smoothing 0.1", mean(2, 4, 8, 12), smoothing=0.1),
         Variant("mean 2,4,8,12 one signal", mean(2, 4, 8, 12), one_signal=True),
-        Variant("mean 1,2,4,8 directions", mean(1, 2, 4, 8), directions=True),
-        Variant("mean 2,4,8,12 directions", mean(2, 4, 8, 12), directions=True),
-        Variant("mean 4,8,12,16 directions", mean(4, 8, 12, 16), directions=True),
     ]
     for name, blocks in (
         ("mean 1,2,4,8", mean(1, 2, 4, 8)),
@@ -208,12 +203,6 @@ def variants() -> list[Variant]:
         Variant("one signal mean 4,8,12,16 rank 96", best, rank=96, one_signal=True),
         Variant("one signal mean 4,8,12,16 smoothing 3", best, smoothing=3.0, one_signal=True),
         Variant("one signal mean 4,8,12,16 smoothing 0.3", best, smoothing=0.3, one_signal=True),
-        Variant(
-            "one signal mean 4,8,12,16 directions",
-            mean(4, 8, 12, 16),
-            one_signal=True,
-            directions=True,
-        ),
         Variant(
             "one signal mean 4,8,12,16 no payloads",
             mean(4, 8, 12, 16),
@@ -259,14 +248,16 @@ def run_sweep(rows: LabelledRows, settings: Settings, store: Path, args: argpars
         "|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
+    stored_layers = {int(x) for x in stored["layers"]}
     for variant in chosen:
+        if not {layer for _, layer in variant.blocks} <= stored_layers:
+            continue  # an extraction with fewer layers (e.g. the 64-token windows)
         started = time.time()
         features = block_features(stored, variant.blocks)
         codebook_settings = settings.codebook.model_copy(
             update={
                 "rank": variant.rank,
                 "smoothing": variant.smoothing,
-                "directions": variant.directions,
                 "signals": "one" if variant.one_signal else "per_kind",
             }
         )

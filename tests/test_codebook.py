@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alknet_firewall.build import build_codebook
 from alknet_firewall.codebook import Codebook, CodebookError
 from alknet_firewall.density import fit_log_density, lookup
+from alknet_firewall.features import extract
 from alknet_firewall.firewall import Firewall
 from alknet_firewall.metrics import detection_metrics, tpr_at_fpr
-from tests.tiny import tiny_rows
+from alknet_firewall.model import TransformersDetector
+from tests.tiny import tiny_rows, tiny_settings
 
 
 def test_spline_density_integrates_to_one_and_peaks_at_the_mode() -> None:
@@ -52,8 +55,20 @@ def test_metadata_records_model_data_and_thresholds(tiny_firewall: Firewall) -> 
     assert meta.weight_digest == tiny_firewall.model.weight_digest
     assert meta.data_digest.startswith("sha256:") and meta.tensors_digest.startswith("sha256:")
     assert 0.0 < meta.thresholds.flag <= meta.thresholds.block <= 1.0
-    assert set(meta.signals) == {"direct_injection", "indirect_injection", "jailbreak"}
+    assert meta.signals == ["attack"]  # the default: one signal for every attack kind
     assert meta.metrics["auroc"] is not None
+
+
+def test_per_kind_signals_are_fitted_when_asked(tiny_model_dir: Path, tmp_path: Path) -> None:
+    settings = tiny_settings(tiny_model_dir, tmp_path / "cache")
+    settings.codebook.signals = "per_kind"
+    model = TransformersDetector.from_settings(settings.model)
+    codebook = build_codebook(model, tiny_rows(), settings)
+    assert codebook.signals == ["direct_injection", "indirect_injection", "jailbreak"]
+    rows = tiny_rows(seed=3, per_class=10)
+    features = extract(model, rows.texts, settings.windows, 2048)
+    assert codebook.window_probabilities(features.pooled).shape == (len(features.doc), 3)
+    assert codebook.meta.metrics["auroc"] > 0.9
 
 
 def test_saved_and_loaded_codebook_scores_identically(

@@ -127,6 +127,7 @@ def tiny_settings(model_dir: Path, cache_dir: Path, codebook_dir: Path | None = 
             "cache_dir": str(cache_dir),
             "dtype": "float32",
             "device": "cpu",
+            "layers": [1, 2, 4, 8],
         },
         windows={"size": 32, "stride": 24},
         batching={"token_budget": 2048},

@@ -69,35 +69,18 @@ class Codebook:
     def signals(self) -> list[str]:
         return self.meta.signals
 
-    @property
-    def has_directions(self) -> bool:
-        return "layer0.direction" in self.tensors
-
     def layer_features(self, pooled: np.ndarray) -> np.ndarray:
         """Per window: each signal's log-likelihood ratio at each layer, then each layer's
-        novelty, then (codebooks built with directions) each layer's discriminant score.
-        pooled: (windows, layers, hidden) -> (windows, signals*layers + layers [+ layers])."""
+        novelty. pooled: (windows, layers, hidden) -> (windows, signals*layers + layers)."""
         llrs: list[np.ndarray] = []
-        extras: list[np.ndarray] = []
+        novelties: list[np.ndarray] = []
         for index in range(len(self.meta.layers)):
             llr, novelty = self._layer_scores(index, pooled[:, index, :])
             llrs.append(llr)
-            extras.append(novelty[:, None])
-        if self.has_directions:
-            extras += [
-                self._direction_score(index, pooled[:, index, :])[:, None]
-                for index in range(len(self.meta.layers))
-            ]
+            novelties.append(novelty[:, None])
         # order: signal-major, then layer; matches the combiner's weight columns
         by_signal = np.stack(llrs, axis=2).reshape(pooled.shape[0], -1)
-        return np.concatenate([by_signal, *extras], axis=1)
-
-    def _direction_score(self, index: int, vectors: np.ndarray) -> np.ndarray:
-        t = self.tensors
-        prefix = f"layer{index}."
-        standard = (vectors - t[prefix + "mean"]) / t[prefix + "scale"]
-        score: np.ndarray = standard @ t[prefix + "direction"] + t[prefix + "direction_bias"]
-        return score
+        return np.concatenate([by_signal, *novelties], axis=1)
 
     def _layer_scores(self, index: int, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t = self.tensors

@@ -107,7 +107,7 @@ def window_classes(
     """Each window's class: its document's, except in documents whose payload is known,
     where windows without the payload are benign and those holding only a little of it
     are left out (-1)."""
-    window_class = doc_class[features.doc].copy()
+    window_class: np.ndarray = doc_class[features.doc].copy()
     if not payloads:
         return window_class
     for index, (doc, span) in enumerate(zip(features.doc, features.spans, strict=True)):
@@ -162,10 +162,7 @@ def fit_layer(
     benign_residual = np.linalg.norm(standard - coords @ basis.T, axis=1)[classes == 0]
     log_residual = np.log(benign_residual + 1e-6)
     prefix = f"layer{index}."
-    extra = {}
-    if settings.directions:
-        extra = discriminant_direction(prefix, standard, classes, settings)
-    return extra | {
+    return {
         prefix + "mean": mean.astype(np.float32),
         prefix + "scale": scale.astype(np.float32),
         prefix + "basis": basis.astype(np.float32),
@@ -175,22 +172,6 @@ def fit_layer(
         prefix + "residual_stats": np.array(
             [log_residual.mean(), log_residual.std() + 1e-6], dtype=np.float32
         ),
-    }
-
-
-def discriminant_direction(
-    prefix: str, standard: np.ndarray, classes: np.ndarray, settings: CodebookSettings
-) -> dict[str, np.ndarray]:
-    """A strongly regularised logistic probe, attack windows against benign ones, on the
-    whole standardised vector: it sees what a rank-limited basis with per-component
-    densities misses, and the combiners decide how far to trust it."""
-    rng = np.random.default_rng(settings.seed)
-    rows = rng.permutation(len(classes))[:MAX_SVD_ROWS]
-    probe = LogisticRegression(C=0.05, class_weight="balanced", max_iter=2000)
-    probe.fit(standard[rows], (classes[rows] > 0).astype(int))
-    return {
-        prefix + "direction": probe.coef_[0].astype(np.float32),
-        prefix + "direction_bias": np.array([probe.intercept_[0]], dtype=np.float32),
     }
 
 

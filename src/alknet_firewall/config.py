@@ -48,7 +48,7 @@ class ModelSettings(Section):
     gguf_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
     local_path: str = ""
     cache_dir: str = Field(default=DEFAULT_CACHE_DIR, validate_default=True)
-    layers: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
+    layers: list[int] = Field(default_factory=lambda: [4, 8, 12, 16])
     dtype: Literal["float32", "bfloat16", "auto"] = "auto"
     device: Literal["cpu", "cuda", "auto"] = "auto"
     threads: int = Field(default=0, ge=0)
@@ -92,7 +92,6 @@ class CodebookSettings(Section):
     grid_points: int = Field(default=128, ge=16)
     smoothing: float = Field(default=1.0, gt=0.0)
     signals: Literal["one", "per_kind"] = "one"
-    directions: bool = False
     flag_fpr: float = Field(default=0.01, gt=0.0, lt=0.5)
     block_fpr: float = Field(default=0.001, gt=0.0, lt=0.5)
     calibration_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)

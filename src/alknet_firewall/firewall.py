@@ -44,8 +44,14 @@ class Firewall:
     def from_settings(cls, settings: Settings | None = None) -> Firewall:
         """Load the configured model (converting it on first use) and codebook."""
         settings = settings or load_settings()
+        codebook = load_codebook(settings)
+        if codebook.meta.layers != settings.model.layers:
+            # Like its windows, a codebook's layers are part of what its numbers mean: run
+            # the model up to the layers it was fitted on, whatever [model] layers says.
+            settings = settings.model_copy(deep=True)
+            settings.model.layers = list(codebook.meta.layers)
         model = TransformersDetector.from_settings(settings.model)
-        return cls(model, load_codebook(settings), settings)
+        return cls(model, codebook, settings)
 
     @property
     def codebook_version(self) -> str:

@@ -141,76 +141,49 @@ class Variant:
 
     name: str
     blocks: tuple[tuple[str, int], ...]
+    one_signal: bool = False  # one "attack" signal instead of one per attack kind
     rank: int = 48
     smoothing: float = 1.0
-    one_signal: bool = False  # one "attack" signal instead of one per attack kind
     payloads: bool = True  # window labels from located payloads (paired files)
 
 
 def variants() -> list[Variant]:
-    def mean(*layers: int) -> tuple[tuple[str, int], ...]:
-        return tuple(("mean", layer) for layer in layers)
+    """The configurations compared, named "<signals> <pooling> <layers> [change]"."""
 
-    found = [
-        Variant("mean 1,2,4,8 (shipped)", mean(1, 2, 4, 8), payloads=False),
-        Variant("mean 1,2,4,8 payloads", mean(1, 2, 4, 8)),
-        Variant("mean 4,8,12,16 payloads", mean(4, 8, 12, 16)),
-        Variant("max 2,4,8,12 payloads", tuple(("max", x) for x in (2, 4, 8, 12))),
-        Variant("last 2,4,8,12 payloads", tuple(("last", x) for x in (2, 4, 8, 12))),
-        Variant(
-            "mean+delta 4,8,12 payloads", mean(4, 8, 12) + tuple(("delta", x) for x in (4, 8, 12))
+    def blocks(pooling: str, *layers: int) -> tuple[tuple[str, int], ...]:
+        if pooling == "mean+delta":
+            return blocks("mean", *layers) + blocks("delta", *layers)
+        if pooling == "mean+max":
+            return blocks("mean", *layers) + blocks("max", *layers)
+        return tuple((pooling, layer) for layer in layers)
+
+    best = blocks("mean", 4, 8, 12, 16)
+    return [
+        Variant("per-kind mean 1,2,4,8 no payloads", blocks("mean", 1, 2, 4, 8), payloads=False),
+        Variant("per-kind mean 1,2,4,8", blocks("mean", 1, 2, 4, 8)),
+        Variant("per-kind mean 4,8,12,16", best),
+        *(
+            Variant(f"one mean {','.join(map(str, layers))}", blocks("mean", *layers), True)
+            for layers in (
+                (1, 2, 4, 8),
+                (2, 4, 6, 8),
+                (4, 8, 12),
+                (4, 8, 12, 16),
+                (8, 10, 12, 16),
+                (12, 16),
+                (3, 6, 10, 12, 16),
+            )
         ),
-        Variant("mean 2,4,8,12", mean(2, 4, 8, 12)),
-        Variant("mean 4,8,12,16", mean(4, 8, 12, 16)),
-        Variant("mean 8,10,12,16", mean(8, 10, 12, 16)),
-        Variant("mean 6,8,10,12", mean(6, 8, 10, 12)),
-        Variant("mean 1,2,3,4", mean(1, 2, 3, 4)),
-        Variant("mean 12", mean(12)),
-        Variant("mean 16", mean(16)),
-        Variant("mean 8", mean(8)),
-        Variant("max 2,4,8,12", tuple(("max", x) for x in (2, 4, 8, 12))),
-        Variant("last 2,4,8,12", tuple(("last", x) for x in (2, 4, 8, 12))),
-        Variant("mean+delta 4,8,12", mean(4, 8, 12) + tuple(("delta", x) for x in (4, 8, 12))),
-        Variant("mean 2,4,8,12 rank 16", mean(2, 4, 8, 12), rank=16),
-        Variant("mean 2,4,8,12 rank 96", mean(2, 4, 8, 12), rank=96),
-        Variant("mean 2,4,8,12 smoothing 10", mean(2, 4, 8, 12), smoothing=10.0),
-        Variant("mean 2,4,8,12 smoothing 0.1", mean(2, 4, 8, 12), smoothing=0.1),
-        Variant("mean 2,4,8,12 one signal", mean(2, 4, 8, 12), one_signal=True),
+        *(
+            Variant(f"one {pooling} 4,8,12,16", blocks(pooling, 4, 8, 12, 16), True)
+            for pooling in ("max", "last", "mean+max", "mean+delta")
+        ),
+        Variant("one mean 4,8,12,16 no payloads", best, True, payloads=False),
+        Variant("one mean 4,8,12,16 rank 24", best, True, rank=24),
+        Variant("one mean 4,8,12,16 rank 96", best, True, rank=96),
+        Variant("one mean 4,8,12,16 smoothing 0.3", best, True, smoothing=0.3),
+        Variant("one mean 4,8,12,16 smoothing 3", best, True, smoothing=3.0),
     ]
-    for name, blocks in (
-        ("mean 1,2,4,8", mean(1, 2, 4, 8)),
-        ("mean 4,8,12,16", mean(4, 8, 12, 16)),
-        ("mean 8,10,12,16", mean(8, 10, 12, 16)),
-        ("mean 2,4", mean(2, 4)),
-        ("last 2,4,8,12", tuple(("last", x) for x in (2, 4, 8, 12))),
-        ("max 2,4,8,12", tuple(("max", x) for x in (2, 4, 8, 12))),
-        ("mean+delta 4,8,12", mean(4, 8, 12) + tuple(("delta", x) for x in (4, 8, 12))),
-    ):
-        found.append(Variant(f"one signal {name}", blocks, one_signal=True))
-    best = mean(4, 8, 12, 16)
-    found += [
-        Variant("one signal mean 4,8,12", mean(4, 8, 12), one_signal=True),
-        Variant("one signal mean 2,4,6,8", mean(2, 4, 6, 8), one_signal=True),
-        Variant("one signal mean 12,16", mean(12, 16), one_signal=True),
-        Variant("one signal mean 3,6,10,12,16", mean(3, 6, 10, 12, 16), one_signal=True),
-        Variant(
-            "one signal max 4,8,12,16", tuple(("max", x) for x in (4, 8, 12, 16)), one_signal=True
-        ),
-        Variant(
-            "one signal mean+max 8,16", (*mean(8, 16), ("max", 8), ("max", 16)), one_signal=True
-        ),
-        Variant("one signal mean 4,8,12,16 rank 24", best, rank=24, one_signal=True),
-        Variant("one signal mean 4,8,12,16 rank 96", best, rank=96, one_signal=True),
-        Variant("one signal mean 4,8,12,16 smoothing 3", best, smoothing=3.0, one_signal=True),
-        Variant("one signal mean 4,8,12,16 smoothing 0.3", best, smoothing=0.3, one_signal=True),
-        Variant(
-            "one signal mean 4,8,12,16 no payloads",
-            mean(4, 8, 12, 16),
-            one_signal=True,
-            payloads=False,
-        ),
-    ]
-    return found
 
 
 def block_features(
@@ -283,7 +256,22 @@ def run_sweep(rows: LabelledRows, settings: Settings, store: Path, args: argpars
         print(line, flush=True)
         lines.append(line)
     if args.out:
-        Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        header = [
+            f"# Codebook configurations on held-out origin groups ({args.windows} windows)",
+            "",
+            f"Command: `.venv/bin/python bench/explore.py sweep --per-file {args.per_file} "
+            f"--windows {args.windows}{' --probe' if args.probe else ''} --out {args.out}` "
+            f"after `extract` with the same --per-file and --windows ({len(rows)} rows).",
+            "",
+            "Leave one origin group out, as in bench/QUALITY.md; pooled over every held-out "
+            "row. TPR at 1% FPR; hard-neg FPR@flag: hard negatives at or above each fold's "
+            "flag threshold; hidden-inj: bipia and synth_indirect attacks against all "
+            'held-out benign rows. Rank 48 and smoothing 1 unless named; "one signal" '
+            "fits a single attack signal, the others one per attack kind; window labels come "
+            'from located payloads unless "no payloads". seconds: the five folds\' fits.',
+            "",
+        ]
+        Path(args.out).write_text("\n".join(header + lines) + "\n", encoding="utf-8")
     return 0
 
 

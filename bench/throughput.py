@@ -181,6 +181,8 @@ def run_queue(texts: list[str], workers: int) -> dict[str, Any]:
         "ALKNET_QUEUE__BROKER_URL": "redis://127.0.0.1:6379/9",
         "ALKNET_QUEUE__RESULT_URL": "redis://127.0.0.1:6379/9",
         "ALKNET_MODEL__THREADS": str(max(1, (os.cpu_count() or 2) // workers)),
+        # several workers on one host cannot share the default metrics port
+        "ALKNET_QUEUE__WORKER__METRICS_PORT": "0",
     }
     os.environ.update({k: v for k, v in env.items() if k.startswith("ALKNET_")})
     settings = load_settings()

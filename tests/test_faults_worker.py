@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -216,3 +217,18 @@ def test_on_a_hang_the_batcher_names_the_documents_that_never_reached_the_model(
         release.set()
         batcher.close()
     assert hung.result(timeout=10).decision == fake_verdict("first").decision
+
+
+def test_a_taken_metrics_port_costs_the_metrics_not_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Two worker processes on one host with the default port: the second must still screen.
+    from worker import metrics
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        metrics.serve(port, "screen", lambda: 0)
+    assert f"cannot listen on port {port}" in caplog.text
+    assert "--metrics-port" in caplog.text

@@ -90,6 +90,18 @@ def serve(port: int, queue: str, length: Callable[[], int]) -> None:
     """Start the /metrics endpoint (a daemon thread) on `port`; 0 means no endpoint."""
     if port == 0:
         return
+    try:
+        start_http_server(port, registry=REGISTRY)
+    except OSError as exc:
+        # Typically a second worker process on the same host. Screening matters more than
+        # its metrics: keep going, and say loudly how to give each process its own port.
+        log.error(
+            "no metrics endpoint: cannot listen on port %d (%s); give each worker process "
+            "on this host its own --metrics-port (or ALKNET_QUEUE__WORKER__METRICS_PORT), "
+            "or 0 for none",
+            port,
+            exc.strerror or exc,
+        )
+        return
     REGISTRY.register(QueueLengthCollector(queue, length))
-    start_http_server(port, registry=REGISTRY)
     log.info("Prometheus metrics on :%d/metrics", port)

@@ -183,6 +183,10 @@ def variants() -> list[Variant]:
         Variant("one mean 4,8,12,16 rank 96", best, True, rank=96),
         Variant("one mean 4,8,12,16 smoothing 0.3", best, True, smoothing=0.3),
         Variant("one mean 4,8,12,16 smoothing 3", best, True, smoothing=3.0),
+        Variant("one mean 4,8,12,16 rank 16 smoothing 3", best, True, rank=16, smoothing=3.0),
+        Variant("one mean 4,8,12,16 rank 24 smoothing 3", best, True, rank=24, smoothing=3.0),
+        Variant("one mean 4,8,12,16 rank 32 smoothing 3", best, True, rank=32, smoothing=3.0),
+        Variant("one mean 4,8,12,16 rank 24 smoothing 10", best, True, rank=24, smoothing=10.0),
     ]
 
 
@@ -261,7 +265,8 @@ def run_sweep(rows: LabelledRows, settings: Settings, store: Path, args: argpars
             "",
             f"Command: `.venv/bin/python bench/explore.py sweep --per-file {args.per_file} "
             f"--windows {args.windows}{' --probe' if args.probe else ''} --out {args.out}` "
-            f"after `extract` with the same --per-file and --windows ({len(rows)} rows).",
+            f"after `extract --per-file {args.per_file} --windows {args.windows} --layers "
+            f"{','.join(str(x) for x in sorted(stored_layers))}` ({len(rows)} rows).",
             "",
             "Leave one origin group out, as in bench/QUALITY.md; pooled over every held-out "
             "row. TPR at 1% FPR; hard-neg FPR@flag: hard negatives at or above each fold's "

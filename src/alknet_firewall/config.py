@@ -90,7 +90,7 @@ class CodebookSettings(Section):
     path: str = ""
     rank: int = Field(default=48, ge=1)
     grid_points: int = Field(default=128, ge=16)
-    smoothing: float = Field(default=1.0, gt=0.0)
+    smoothing: float = Field(default=3.0, gt=0.0)
     signals: Literal["one", "per_kind"] = "one"
     flag_fpr: float = Field(default=0.01, gt=0.0, lt=0.5)
     block_fpr: float = Field(default=0.001, gt=0.0, lt=0.5)

@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from quality import (
     HARD_NEGATIVE_FILES,
     HIDDEN_INJECTION_FILES,
@@ -34,7 +33,7 @@ from alknet_firewall.codebook_fit import ModelIdentity
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.corpus import LabelledRows, corpus_files, load_rows
 from alknet_firewall.features import WindowFeatures
-from alknet_firewall.model import TransformersDetector, pool
+from alknet_firewall.model import TransformersDetector
 from alknet_firewall.model_files import resolve_model_folder
 from alknet_firewall.windows import iter_batches, tokenize_windows
 
@@ -82,16 +81,11 @@ def extract_all(rows: LabelledRows, layers: list[int], settings: Settings, store
     found = tokenized.windows
     shape = (len(found), len(layers), detector.hidden_size)
     pooled = {name: np.zeros(shape, dtype=np.float32) for name in POOLINGS}
-    wanted = [layer - 1 for layer in layers]
     started = time.time()
     with tqdm(total=sum(len(w.token_ids) for w in found), unit="tok", unit_scale=True) as bar:
         for batch in iter_batches(found, detector.tokenizer, settings.batching.token_budget):
-            outputs = hidden_states(detector, batch.input_ids, batch.attention_mask, wanted)
-            mask = torch.from_numpy(batch.pool_mask)
-            for name in POOLINGS:
-                pooled[name][batch.windows] = torch.stack(
-                    [pool(hidden, mask, name) for hidden in outputs], dim=1
-                ).numpy()
+            for name, array in detector.pooled_many(batch, POOLINGS).items():
+                pooled[name][batch.windows] = array
             bar.update(batch.real_tokens)
     print(f"extracted {len(found)} windows in {time.time() - started:.0f} s", file=sys.stderr)
     store.parent.mkdir(parents=True, exist_ok=True)
@@ -105,33 +99,6 @@ def extract_all(rows: LabelledRows, layers: list[int], settings: Settings, store
         },
         str(store),
     )
-
-
-@torch.inference_mode()
-def hidden_states(
-    detector: TransformersDetector, ids: np.ndarray, attention: np.ndarray, wanted: list[int]
-) -> list[torch.Tensor]:
-    captured: dict[int, torch.Tensor] = {}
-
-    def hook(index: int):  # type: ignore[no-untyped-def]
-        def capture(module: torch.nn.Module, args: object, output: object) -> None:
-            hidden = output[0] if isinstance(output, tuple) else output
-            assert isinstance(hidden, torch.Tensor)
-            captured[index] = hidden.float()
-
-        return capture
-
-    handles = [detector.model.layers[i].register_forward_hook(hook(i)) for i in wanted]
-    try:
-        detector.model(
-            input_ids=torch.from_numpy(ids),
-            attention_mask=torch.from_numpy(attention),
-            use_cache=False,
-        )
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [captured[i] for i in wanted]
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def window_classes(
         payload = payloads[doc]
         if payload is not None:
             role = window_role((int(span[0]), int(span[1])), payload)
-            window_class[index] = {1: doc_class[doc], 0: 0, -1: -1}[role]
+            window_class[index] = doc_class[doc] if role == 1 else role
     return window_class
 
 

@@ -121,19 +121,25 @@ class TransformersDetector:
             threads=settings.threads,
         )
 
-    @torch.inference_mode()
     def pooled(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
+        return self.pooled_many(batch, (pooling,))[pooling]
+
+    @torch.inference_mode()
+    def pooled_many(self, batch: TokenBatch, poolings: Sequence[Pooling]) -> dict[str, np.ndarray]:
+        """Several poolings of one forward pass (bench/explore.py compares them), each
+        (windows, len(layers), hidden_size)."""
         ids = torch.from_numpy(batch.input_ids).to(self.device)
         attention = torch.from_numpy(batch.attention_mask).to(self.device)
         pool_mask = torch.from_numpy(batch.pool_mask).to(self.device)
-        captured: list[torch.Tensor] = []
+        captured: dict[str, list[torch.Tensor]] = {name: [] for name in poolings}
         wanted = {layer - 1 for layer in self.layers}
 
         def capture(module: torch.nn.Module, args: object, output: object) -> None:
             hidden = output[0] if isinstance(output, tuple) else output
             assert isinstance(hidden, torch.Tensor)
             # Pool right away: the (windows, tokens, hidden) tensor is never kept.
-            captured.append(pool(hidden.float(), pool_mask, pooling))
+            for name in poolings:
+                captured[name].append(pool(hidden.float(), pool_mask, name))
 
         hooks = [
             block.register_forward_hook(capture)
@@ -145,7 +151,7 @@ class TransformersDetector:
         finally:
             for hook in hooks:
                 hook.remove()
-        return torch.stack(captured, dim=1).cpu().numpy()
+        return {name: torch.stack(layers, dim=1).cpu().numpy() for name, layers in captured.items()}
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:

@@ -10,6 +10,10 @@ Modes, each in its own process so that peak RSS is its own:
 The matmul peak (fp32, bf16) is measured in the same run.
 
     .venv/bin/python bench/throughput.py --docs 2000 --out bench/THROUGHPUT.md
+    python bench/throughput.py --modes screen,naive --device cuda --token-budgets 16384,262144
+
+Every mode also scores the sample against its labels, so that a numerical shortcut of the
+defaults (bf16) is checked against the fp32 naive run on the same documents.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ from alknet_firewall.corpus import corpus_files, load_rows
 BUCKETS = ((0, 128), (128, 512), (512, 2048), (2048, 10**9))
 
 
-def sample_texts(corpus: str, docs: int, seed: int) -> list[str]:
-    """A seeded sample across the whole corpus: its real length mix."""
+def sample_rows(corpus: str, docs: int, seed: int) -> tuple[list[str], list[int]]:
+    """A seeded sample across the whole corpus (its real length mix), with labels."""
     rows = load_rows(corpus_files(Path(corpus), training_only=False))
-    return random.Random(seed).sample(rows.texts, min(docs, len(rows)))
+    chosen = random.Random(seed).sample(range(len(rows)), min(docs, len(rows)))
+    return [rows.texts[i] for i in chosen], [rows.labels[i] for i in chosen]
 
 
 def layer_flops(hidden: int, kv_hidden: int, intermediate: int) -> int:
@@ -58,7 +63,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_screen(texts: list[str]) -> dict[str, Any]:
+def run_screen(texts: list[str], budgets: list[int]) -> dict[str, Any]:
     from alknet_firewall.firewall import Firewall
     from alknet_firewall.windows import tokenize_windows
 
@@ -71,9 +76,10 @@ def run_screen(texts: list[str]) -> dict[str, Any]:
         ).windows
     ]
     counts = firewall.count_tokens(texts)
+    firewall.screen_batch(texts[:8])  # warm-up: first-call allocations, CUDA kernels
     started = time.perf_counter()
     padded = _padded_tokens(firewall, texts)
-    firewall.screen_batch(texts)
+    verdicts = firewall.screen_batch(texts)
     seconds = time.perf_counter() - started
     by_bucket = []
     for low, high in BUCKETS:
@@ -92,9 +98,20 @@ def run_screen(texts: list[str]) -> dict[str, Any]:
                 "tokens_per_s": tokens / took,
             }
         )
+    default_budget = firewall.token_budget
+    by_budget = []
+    for budget in budgets:
+        firewall.settings.batching.token_budget = budget
+        began = time.perf_counter()
+        firewall.screen_batch(texts)
+        by_budget.append({"token_budget": budget, "seconds": time.perf_counter() - began})
     config = firewall.model.model.config
     return {
         "seconds": seconds,
+        "scores": [verdict.score for verdict in verdicts],
+        "token_budget": default_budget,
+        "by_budget": by_budget,
+        "device": str(firewall.model.device),
         "real_tokens": sum(lengths),
         "padded_tokens": padded,
         "flops": model_flops(lengths, len(firewall.model.model.layers), _dims(config)),
@@ -112,7 +129,7 @@ def _padded_tokens(firewall: Any, texts: list[str]) -> int:
     found = tokenize_windows(firewall.model.tokenizer, texts, windows.size, windows.stride).windows
     return sum(
         len(batch) * (max(len(found[i].token_ids) for i in batch) + 1)
-        for batch in plan_batches(found, firewall.settings.batching.token_budget)
+        for batch in plan_batches(found, firewall.token_budget)
     )
 
 
@@ -131,18 +148,22 @@ def run_naive(texts: list[str]) -> dict[str, Any]:
     from transformers import AutoModel
 
     from alknet_firewall.firewall import load_codebook
+    from alknet_firewall.model import pick_device
     from alknet_firewall.model_files import resolve_model_folder
     from alknet_firewall.windows import make_batch, tokenize_windows
 
     settings = load_settings()
+    device = pick_device(settings.model.device)
     folder, _ = resolve_model_folder(settings.model)
-    model = AutoModel.from_pretrained(folder, use_safetensors=True, dtype=torch.float32).eval()
+    model = AutoModel.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
+    model = model.to(device).eval()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     codebook = load_codebook(settings)
     windows = settings.windows
     lengths: list[int] = []
+    scores: list[float] = []
     started = time.perf_counter()
     for text in texts:
         found = tokenize_windows(tokenizer, [text], windows.size, windows.stride).windows
@@ -150,18 +171,19 @@ def run_naive(texts: list[str]) -> dict[str, Any]:
         batch = make_batch(found, list(range(len(found))), tokenizer)
         with torch.inference_mode():
             states = model(
-                input_ids=torch.from_numpy(batch.input_ids),
-                attention_mask=torch.from_numpy(batch.attention_mask),
+                input_ids=torch.from_numpy(batch.input_ids).to(device),
+                attention_mask=torch.from_numpy(batch.attention_mask).to(device),
                 output_hidden_states=True,
             ).hidden_states
-        mask = torch.from_numpy(batch.pool_mask).unsqueeze(-1).float()
+        mask = torch.from_numpy(batch.pool_mask).unsqueeze(-1).float().to(device)
         pooled = torch.stack(
-            [(states[layer] * mask).sum(1) / mask.sum(1) for layer in settings.model.layers], dim=1
+            [(states[layer] * mask).sum(1) / mask.sum(1) for layer in codebook.meta.layers], dim=1
         )
-        codebook.window_probabilities(pooled.numpy()).max()
+        scores.append(float(codebook.window_probabilities(pooled.cpu().numpy()).max()))
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
+        "scores": scores,
         "real_tokens": sum(lengths),
         "flops": model_flops(lengths, model.config.num_hidden_layers, _dims(model.config)),
         "rss_mb": peak_rss_mb(),
@@ -249,32 +271,51 @@ def _vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
-def matmul_peak(dtype_name: str, size: int = 1024, budget_s: float = 2.0) -> float:
-    """GFLOP/s of a square matmul, repeated for about `budget_s` (bf16 without native
-    support runs at about 1 GFLOP/s here, so the time is bounded, not the repeats)."""
+def matmul_peak(dtype_name: str, device: str = "cpu", budget_s: float = 2.0) -> float:
+    """GFLOP/s of a square matmul repeated for about `budget_s` (bf16 without native
+    support runs at about 1 GFLOP/s on some CPUs, so the time is bounded, not the repeats).
+    1024x1024 on a CPU; 8192x8192 on a GPU, which small products leave idle."""
     import torch
 
+    size = 8192 if device == "cuda" else 1024
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    for _ in range(3):
+        a @ b
+    _sync(device)
     repeats, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < budget_s or repeats == 0:
         a @ b
         repeats += 1
+        if repeats % 10 == 0:
+            _sync(device)
+    _sync(device)
+    elapsed = time.perf_counter() - started
     return 2 * size**3 * repeats / elapsed / 1e9
 
 
-def child(mode: str, texts_file: str, workers: int) -> None:
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def child(mode: str, texts_file: str, workers: int, budgets: list[int]) -> None:
     texts = json.loads(Path(texts_file).read_text(encoding="utf-8"))
-    result = (
-        {"naive": run_naive, "screen": run_screen}[mode](texts)
-        if mode != "queue"
-        else run_queue(texts, workers)
-    )
+    if mode == "screen":
+        result = run_screen(texts, budgets)
+    elif mode == "naive":
+        result = run_naive(texts)
+    else:
+        result = run_queue(texts, workers)
     print("RESULT " + json.dumps(result))
 
 
-def in_child(mode: str, texts_file: Path, workers: int = 1) -> dict[str, Any]:
+def in_child(
+    mode: str, texts_file: Path, workers: int = 1, budgets: tuple[int, ...] = ()
+) -> dict[str, Any]:
     out = subprocess.run(
         [
             sys.executable,
@@ -285,6 +326,8 @@ def in_child(mode: str, texts_file: Path, workers: int = 1) -> dict[str, Any]:
             str(texts_file),
             "--workers",
             str(workers),
+            "--token-budgets",
+            ",".join(map(str, budgets)),
         ],
         capture_output=True,
         text=True,
@@ -296,87 +339,186 @@ def in_child(mode: str, texts_file: Path, workers: int = 1) -> dict[str, Any]:
     raise RuntimeError(f"{mode} failed:\n{out.stderr[-3000:]}")
 
 
+MODES = ("screen", "naive", "queue1", "queue2")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="../shared/data/corpus")
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="")
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="",
+        help="model.device for every mode (default: as configured)",
+    )
+    parser.add_argument(
+        "--token-budgets",
+        default="",
+        help="also time screen at these [batching] token budgets (comma-separated)",
+    )
     parser.add_argument("--child", default="")
     parser.add_argument("--texts", default="")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
+    budgets = tuple(int(b) for b in args.token_budgets.split(",") if b)
     if args.child:
-        child(args.child, args.texts, args.workers)
+        child(args.child, args.texts, args.workers, list(budgets))
         return 0
-    texts = sample_texts(args.corpus, args.docs, args.seed)
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown or "screen" not in modes:
+        parser.error(
+            f"--modes must include screen and name only {', '.join(MODES)}; got {args.modes}"
+        )
+    if args.device:
+        os.environ["ALKNET_MODEL__DEVICE"] = args.device  # the children inherit it
+    texts, labels = sample_rows(args.corpus, args.docs, args.seed)
     texts_file = Path(tempfile.mkdtemp()) / "texts.json"
     texts_file.write_text(json.dumps(texts), encoding="utf-8")
     started = time.time()
-    peaks = {"float32": matmul_peak("float32"), "bfloat16": matmul_peak("bfloat16")}
-    results = {
-        "screen": in_child("screen", texts_file),
-        "naive": in_child("naive", texts_file),
-        "queue1": in_child("queue", texts_file, 1),
-        "queue2": in_child("queue", texts_file, 2),
-    }
-    report = render(args, len(texts), peaks, results, time.time() - started)
+    device = _peak_device(args.device)
+    peaks = {name: matmul_peak(name, device) for name in ("float32", "bfloat16")}
+    results: dict[str, dict[str, Any]] = {}
+    for mode in modes:
+        print(f"running {mode} ...", file=sys.stderr, flush=True)
+        workers = int(mode[5:]) if mode.startswith("queue") else 1
+        results[mode] = in_child(
+            "queue" if workers > 1 or mode == "queue1" else mode,
+            texts_file,
+            workers,
+            budgets if mode == "screen" else (),
+        )
+    report = render(args, labels, peaks, results, time.time() - started, _machine(device))
     print(report)
     if args.out:
         Path(args.out).write_text(report, encoding="utf-8")
     return 0
 
 
+def _peak_device(requested: str) -> str:
+    from alknet_firewall.model import pick_device
+
+    return pick_device(requested or load_settings().model.device).type
+
+
+def _machine(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        return f"1 {torch.cuda.get_device_name(0)} GPU, {os.cpu_count()} CPU cores"
+    return f"{os.cpu_count()} cores, no GPU"
+
+
 def render(
     args: argparse.Namespace,
-    n: int,
+    labels: list[int],
     peaks: dict[str, float],
     results: dict[str, dict[str, Any]],
     seconds: float,
+    machine: str,
 ) -> str:
-    screen, naive = results["screen"], results["naive"]
+    from sklearn.metrics import roc_auc_score
+
+    n = len(labels)
+    screen = results["screen"]
     tokens = screen["real_tokens"]
 
     def docs_per_s(r: dict[str, Any]) -> float:
         return n / r["seconds"]
 
+    command = " ".join(
+        f"--{name.replace('_', '-')} {value}"
+        for name, value in (
+            ("docs", args.docs),
+            ("seed", args.seed),
+            ("modes", args.modes if args.modes != ",".join(MODES) else ""),
+            ("device", args.device),
+            ("token_budgets", args.token_budgets),
+            ("out", args.out),
+        )
+        if value != ""
+    )
     lines = [
-        "# Throughput",
+        "# Throughput" + (" (GPU)" if "GPU," in machine else ""),
         "",
-        f"Command: `.venv/bin/python bench/throughput.py --docs {args.docs} --seed {args.seed}"
-        f"{' --out ' + args.out if args.out else ''}` ({seconds:.0f} s in all). Machine: "
-        f"{os.cpu_count()} cores, no GPU. {n} documents sampled from the corpus, "
+        f"Command: `python bench/throughput.py {command}` ({seconds:.0f} s in all). "
+        f"Machine: {machine}. {n} documents sampled from the corpus ({sum(labels)} attacks), "
         f"{tokens} real tokens in windows.",
         "",
-        f"Matmul peak measured in this run (1024x1024): fp32 {peaks['float32']:.0f} GFLOP/s, "
+        f"Matmul peak measured in this run: fp32 {peaks['float32']:.0f} GFLOP/s, "
         f"bf16 {peaks['bfloat16']:.0f} GFLOP/s.",
         "",
-        "| mode | docs/s | real tokens/s | GFLOP/s (layers computed) | % fp32 peak | % bf16 peak | peak RSS MB |",
-        "|---|---|---|---|---|---|---|",
+        "| mode | dtype | docs/s | real tokens/s | GFLOP/s (layers computed) | % fp32 peak "
+        "| % bf16 peak | peak RSS MB | AUROC on the sample |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in (("naive (30 layers, fp32, 1 doc/pass)", naive), ("screen (defaults)", screen)):
+    computed = [("screen (defaults)", screen)]
+    if "naive" in results:
+        computed.insert(0, ("naive (30 layers, fp32, 1 doc/pass)", results["naive"]))
+    for name, r in computed:
         gflops = r["flops"] / r["seconds"] / 1e9
+        auroc = roc_auc_score(labels, r["scores"])
         lines.append(
-            f"| {name} | {docs_per_s(r):.1f} | {r['real_tokens'] / r['seconds']:.0f} | "
-            f"{gflops:.1f} | {gflops / peaks['float32']:.0%} | {gflops / peaks['bfloat16']:.0%} | "
-            f"{r['rss_mb']:.0f} |"
+            f"| {name} | {r['dtype'].removeprefix('torch.')} | {docs_per_s(r):.1f} | "
+            f"{r['real_tokens'] / r['seconds']:.0f} | {gflops:.1f} | "
+            f"{gflops / peaks['float32']:.0%} | {gflops / peaks['bfloat16']:.0%} | "
+            f"{r['rss_mb']:.0f} | {auroc:.4f} |"
         )
     for key in ("queue1", "queue2"):
+        if key not in results:
+            continue
         r = results[key]
         lines.append(
-            f"| queue, {r['workers']} worker process(es) | {docs_per_s(r):.1f} | "
-            f"{tokens / r['seconds']:.0f} | - | - | - | workers "
-            f"{', '.join(f'{x:.0f}' for x in r['worker_rss_mb'])}; producer {r['producer_rss_mb']:.0f} |"
+            f"| queue, {r['workers']} worker process(es) | {screen['dtype'].removeprefix('torch.')} "
+            f"| {docs_per_s(r):.1f} | {tokens / r['seconds']:.0f} | - | - | - | workers "
+            f"{', '.join(f'{x:.0f}' for x in r['worker_rss_mb'])}; producer "
+            f"{r['producer_rss_mb']:.0f} | - |"
         )
     padding = 1 - screen["real_tokens"] / screen["padded_tokens"]
+    lines.append("")
+    if "naive" in results:
+        naive = results["naive"]
+        drift = np.abs(np.array(screen["scores"]) - np.array(naive["scores"]))
+        lines += [
+            f"- screen / naive: **{docs_per_s(screen) / docs_per_s(naive):.1f}x** docs/s.",
+            f"- AUROC screen - naive (fp32): **{roc_auc_score(labels, screen['scores']) - roc_auc_score(labels, naive['scores']):+.4f}**; "
+            f"document scores differ by {drift.mean():.4f} on average, {drift.max():.4f} at most.",
+        ]
+    for key in ("queue1", "queue2"):
+        if key in results:
+            lines.append(
+                f"- queue ({results[key]['workers']} worker(s)) / screen: "
+                f"**{docs_per_s(results[key]) / docs_per_s(screen):.2f}**"
+                + (f", {results[key]['errors']} error verdicts" if results[key]["errors"] else "")
+                + "."
+            )
     lines += [
-        "",
-        f"- screen / naive: **{docs_per_s(screen) / docs_per_s(naive):.1f}x** docs/s.",
-        f"- queue (1 worker) / screen: **{docs_per_s(results['queue1']) / docs_per_s(screen):.2f}**; "
-        f"queue (2 workers) / screen: **{docs_per_s(results['queue2']) / docs_per_s(screen):.2f}**.",
         f"- padding: {padding:.1%} of the tokens fed to the model (BOS included as padding); "
-        f"model dtype {screen['dtype']}.",
+        f"model {screen['dtype']} on {screen['device']}, token budget {screen['token_budget']} "
+        "per forward pass.",
         "",
+    ]
+    if screen["by_budget"]:
+        lines += [
+            "Screen at other token budgets (same documents):",
+            "",
+            "| token budget | docs/s | real tokens/s |",
+            "|---|---|---|",
+            f"| {screen['token_budget']} (default) | {docs_per_s(screen):.1f} | "
+            f"{tokens / screen['seconds']:.0f} |",
+        ]
+        lines += [
+            f"| {row['token_budget']} | {n / row['seconds']:.1f} | {tokens / row['seconds']:.0f} |"
+            for row in screen["by_budget"]
+        ]
+        lines.append("")
+    lines += [
         "Scaling with document length (screen, each bucket screened on its own):",
         "",
         "| tokens per document | docs | tokens | tokens/s |",

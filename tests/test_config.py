@@ -44,6 +44,22 @@ def test_stride_larger_than_window_is_refused() -> None:
         load_settings(windows={"size": 64, "stride": 65})
 
 
+def test_token_budget_is_by_device_unless_set() -> None:
+    import torch
+
+    from alknet_firewall.model import CPU_TOKEN_BUDGET, CUDA_TOKEN_BUDGET, forward_token_budget
+
+    class OnDevice:
+        def __init__(self, kind: str) -> None:
+            self.device = torch.device(kind)
+
+    assert forward_token_budget(0, OnDevice("cpu")) == CPU_TOKEN_BUDGET
+    assert forward_token_budget(0, OnDevice("cuda")) == CUDA_TOKEN_BUDGET
+    assert forward_token_budget(2048, OnDevice("cuda")) == 2048
+    with pytest.raises(ConfigError, match=r"batching\.token_budget.*at least 64"):
+        load_settings(batching={"token_budget": 10})
+
+
 def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "config.toml"
     config.write_text("[model]\ndtype = 'float32'\nlayers = [1, 3]\n", encoding="utf-8")

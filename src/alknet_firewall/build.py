@@ -12,7 +12,7 @@ from alknet_firewall.config import Settings
 from alknet_firewall.corpus import LabelledRows
 from alknet_firewall.features import WindowFeatures, cached_extract, concat, extract
 from alknet_firewall.metrics import detection_metrics
-from alknet_firewall.model import DetectorModel
+from alknet_firewall.model import DetectorModel, forward_token_budget
 from alknet_firewall.scoring import score_documents
 
 
@@ -22,7 +22,7 @@ def features_for(
     """Window activations of the rows, cached per corpus file under the model cache dir, so
     that builds over different file selections reuse each file's activations."""
     cache = Path(settings.model.cache_dir)
-    budget = settings.batching.token_budget
+    budget = forward_token_budget(settings.batching.token_budget, model)
     if not cache.is_dir():
         return extract(model, rows.texts, settings.windows, budget, progress=progress)
     parts = []

@@ -79,7 +79,15 @@ class WindowSettings(Section):
 
 
 class BatchSettings(Section):
-    token_budget: int = Field(default=4096, ge=64)
+    # 0 = by device (model.forward_token_budget): 4096 on CPU, 65536 on CUDA.
+    token_budget: int = Field(default=0, ge=0)
+
+    @field_validator("token_budget")
+    @classmethod
+    def _auto_or_useful(cls, value: int) -> int:
+        if 0 < value < 64:
+            raise ValueError(f"token_budget must be 0 (by device) or at least 64, got {value}")
+        return value
 
 
 class LimitSettings(Section):

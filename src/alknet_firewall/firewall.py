@@ -10,7 +10,7 @@ import numpy as np
 from alknet_firewall.codebook import Codebook
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.features import extract
-from alknet_firewall.model import DetectorModel, TransformersDetector
+from alknet_firewall.model import DetectorModel, TransformersDetector, forward_token_budget
 from alknet_firewall.schema import Alarm, Decision, Verdict
 from alknet_firewall.scoring import DocumentScores, score_documents
 
@@ -54,6 +54,11 @@ class Firewall:
         return cls(model, codebook, settings)
 
     @property
+    def token_budget(self) -> int:
+        """Padded tokens per forward pass: the configured budget or the device's default."""
+        return forward_token_budget(self.settings.batching.token_budget, self.model)
+
+    @property
     def codebook_version(self) -> str:
         return self.codebook.meta.version
 
@@ -74,7 +79,7 @@ class Firewall:
                 self.model,
                 [texts[i] for i in todo],
                 self.settings.windows,
-                self.settings.batching.token_budget,
+                self.token_budget,
                 progress=progress,
             )
             scores = score_documents(self.codebook, features)

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -76,9 +77,13 @@ def run_screen(texts: list[str], budgets: list[int]) -> dict[str, Any]:
         ).windows
     ]
     counts = firewall.count_tokens(texts)
-    firewall.screen_batch(texts[:8])  # warm-up: first-call allocations, CUDA kernels
-    started = time.perf_counter()
+    # Warm-up: first-call allocations; on a GPU also the allocator's pools and the kernel
+    # choices for every batch shape, which a worker that runs for hours has long settled.
+    firewall.screen_batch(texts if firewall.model.device.type == "cuda" else texts[:8])
+    began = time.perf_counter()
     padded = _padded_tokens(firewall, texts)
+    tokenize_seconds = time.perf_counter() - began
+    started = time.perf_counter()
     verdicts = firewall.screen_batch(texts)
     seconds = time.perf_counter() - started
     by_bucket = []
@@ -109,6 +114,7 @@ def run_screen(texts: list[str], budgets: list[int]) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "scores": [verdict.score for verdict in verdicts],
+        "tokenize_seconds": tokenize_seconds,
         "token_budget": default_budget,
         "by_budget": by_budget,
         "device": str(firewall.model.device),
@@ -202,7 +208,10 @@ def run_queue(texts: list[str], workers: int) -> dict[str, Any]:
         "ALKNET_QUEUE__KEY_PREFIX": prefix,
         "ALKNET_QUEUE__BROKER_URL": "redis://127.0.0.1:6379/9",
         "ALKNET_QUEUE__RESULT_URL": "redis://127.0.0.1:6379/9",
-        "ALKNET_MODEL__THREADS": str(max(1, (os.cpu_count() or 2) // workers)),
+        # the cores split between the workers, unless the caller chose
+        "ALKNET_MODEL__THREADS": os.environ.get(
+            "ALKNET_MODEL__THREADS", str(max(1, (os.cpu_count() or 2) // workers))
+        ),
         # several workers on one host cannot share the default metrics port
         "ALKNET_QUEUE__WORKER__METRICS_PORT": "0",
     }
@@ -339,7 +348,7 @@ def in_child(
     raise RuntimeError(f"{mode} failed:\n{out.stderr[-3000:]}")
 
 
-MODES = ("screen", "naive", "queue1", "queue2")
+MODES = ("screen", "naive", "queue1", "queue2")  # the default run; any queueN is accepted
 
 
 def main() -> int:
@@ -371,10 +380,10 @@ def main() -> int:
         child(args.child, args.texts, args.workers, list(budgets))
         return 0
     modes = [m for m in args.modes.split(",") if m]
-    unknown = sorted(set(modes) - set(MODES))
+    unknown = sorted(m for m in set(modes) - set(MODES) if not re.fullmatch(r"queue[1-9]\d*", m))
     if unknown or "screen" not in modes:
         parser.error(
-            f"--modes must include screen and name only {', '.join(MODES)}; got {args.modes}"
+            f"--modes must include screen and name only screen, naive, queueN; got {args.modes}"
         )
     if args.device:
         os.environ["ALKNET_MODEL__DEVICE"] = args.device  # the children inherit it
@@ -389,7 +398,7 @@ def main() -> int:
         print(f"running {mode} ...", file=sys.stderr, flush=True)
         workers = int(mode[5:]) if mode.startswith("queue") else 1
         results[mode] = in_child(
-            "queue" if workers > 1 or mode == "queue1" else mode,
+            "queue" if mode.startswith("queue") else mode,
             texts_file,
             workers,
             budgets if mode == "screen" else (),
@@ -451,6 +460,15 @@ def render(
         f"Machine: {machine}. {n} documents sampled from the corpus ({sum(labels)} attacks), "
         f"{tokens} real tokens in windows.",
         "",
+        "Settings from the environment: "
+        + (
+            ", ".join(
+                f"`{k}={v}`" for k, v in sorted(os.environ.items()) if k.startswith("ALKNET_")
+            )
+            or "none"
+        )
+        + ".",
+        "",
         f"Matmul peak measured in this run: fp32 {peaks['float32']:.0f} GFLOP/s, "
         f"bf16 {peaks['bfloat16']:.0f} GFLOP/s.",
         "",
@@ -470,7 +488,7 @@ def render(
             f"{gflops / peaks['float32']:.0%} | {gflops / peaks['bfloat16']:.0%} | "
             f"{r['rss_mb']:.0f} | {auroc:.4f} |"
         )
-    for key in ("queue1", "queue2"):
+    for key in sorted((m for m in results if m.startswith("queue")), key=lambda m: int(m[5:])):
         if key not in results:
             continue
         r = results[key]
@@ -490,7 +508,7 @@ def render(
             f"- AUROC screen - naive (fp32): **{roc_auc_score(labels, screen['scores']) - roc_auc_score(labels, naive['scores']):+.4f}**; "
             f"document scores differ by {drift.mean():.4f} on average, {drift.max():.4f} at most.",
         ]
-    for key in ("queue1", "queue2"):
+    for key in sorted((m for m in results if m.startswith("queue")), key=lambda m: int(m[5:])):
         if key in results:
             lines.append(
                 f"- queue ({results[key]['workers']} worker(s)) / screen: "
@@ -502,6 +520,9 @@ def render(
         f"- padding: {padding:.1%} of the tokens fed to the model (BOS included as padding); "
         f"model {screen['dtype']} on {screen['device']}, token budget {screen['token_budget']} "
         "per forward pass.",
+        f"- tokenising the sample into windows and planning the batches (part of screen's time) took "
+        f"{screen['tokenize_seconds']:.2f} s, {screen['tokenize_seconds'] / screen['seconds']:.0%} "
+        "of screen's time.",
         "",
     ]
     if screen["by_budget"]:

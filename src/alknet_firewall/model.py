@@ -49,9 +49,8 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-# Padded tokens per forward pass when [batching] token_budget is 0. On the 2-core
-# development CPU 2-4k tokens ran about 1.8x faster than 16k (activations stay in cache);
-# on an H200 the larger budget is what keeps the GPU busy (bench/THROUGHPUT-GPU.md).
+# Padded tokens per forward pass when [batching] token_budget is 0; config.toml gives
+# the measurements behind both (small CPU batches stay in cache, a GPU needs big ones).
 CPU_TOKEN_BUDGET = 4096
 CUDA_TOKEN_BUDGET = 65536
 

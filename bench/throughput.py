@@ -66,9 +66,12 @@ def peak_rss_mb() -> float:
 
 def run_screen(texts: list[str], budgets: list[int]) -> dict[str, Any]:
     from alknet_firewall.firewall import Firewall
+    from alknet_firewall.model import TransformersDetector
     from alknet_firewall.windows import tokenize_windows
 
     firewall = Firewall.from_settings(load_settings())
+    model = firewall.model
+    assert isinstance(model, TransformersDetector)  # the real model: its device and dtype
     windows = firewall.settings.windows
     lengths = [
         len(w.token_ids)
@@ -79,7 +82,7 @@ def run_screen(texts: list[str], budgets: list[int]) -> dict[str, Any]:
     counts = firewall.count_tokens(texts)
     # Warm-up: first-call allocations; on a GPU also the allocator's pools and the kernel
     # choices for every batch shape, which a worker that runs for hours has long settled.
-    firewall.screen_batch(texts if firewall.model.device.type == "cuda" else texts[:8])
+    firewall.screen_batch(texts if model.device.type == "cuda" else texts[:8])
     began = time.perf_counter()
     padded = _padded_tokens(firewall, texts)
     tokenize_seconds = time.perf_counter() - began
@@ -110,20 +113,20 @@ def run_screen(texts: list[str], budgets: list[int]) -> dict[str, Any]:
         began = time.perf_counter()
         firewall.screen_batch(texts)
         by_budget.append({"token_budget": budget, "seconds": time.perf_counter() - began})
-    config = firewall.model.model.config
+    config = model.model.config
     return {
         "seconds": seconds,
         "scores": [verdict.score for verdict in verdicts],
         "tokenize_seconds": tokenize_seconds,
         "token_budget": default_budget,
         "by_budget": by_budget,
-        "device": str(firewall.model.device),
+        "device": str(model.device),
         "real_tokens": sum(lengths),
         "padded_tokens": padded,
-        "flops": model_flops(lengths, len(firewall.model.model.layers), _dims(config)),
+        "flops": model_flops(lengths, len(model.model.layers), _dims(config)),
         "rss_mb": peak_rss_mb(),
         "by_bucket": by_bucket,
-        "dtype": str(firewall.model.dtype),
+        "dtype": str(model.dtype),
     }
 
 
@@ -165,7 +168,7 @@ def run_naive(texts: list[str]) -> dict[str, Any]:
     model = model.to(device).eval()
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)  # type: ignore[no-untyped-call]
     codebook = load_codebook(settings)
     windows = settings.windows
     lengths: list[int] = []
@@ -439,7 +442,7 @@ def render(
     tokens = screen["real_tokens"]
 
     def docs_per_s(r: dict[str, Any]) -> float:
-        return n / r["seconds"]
+        return n / float(r["seconds"])
 
     command = " ".join(
         f"--{name.replace('_', '-')} {value}"

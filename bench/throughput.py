@@ -67,25 +67,24 @@ def peak_rss_mb() -> float:
 def run_screen(texts: list[str], budgets: list[int]) -> dict[str, Any]:
     from alknet_firewall.firewall import Firewall
     from alknet_firewall.model import TransformersDetector
-    from alknet_firewall.windows import tokenize_windows
+    from alknet_firewall.windows import plan_batches, tokenize_windows
 
     firewall = Firewall.from_settings(load_settings())
     model = firewall.model
     assert isinstance(model, TransformersDetector)  # the real model: its device and dtype
     windows = firewall.settings.windows
-    lengths = [
-        len(w.token_ids)
-        for w in tokenize_windows(
-            firewall.model.tokenizer, texts, windows.size, windows.stride
-        ).windows
-    ]
     counts = firewall.count_tokens(texts)
     # Warm-up: first-call allocations; on a GPU also the allocator's pools and the kernel
     # choices for every batch shape, which a worker that runs for hours has long settled.
     firewall.screen_batch(texts if model.device.type == "cuda" else texts[:8])
+    # What screen_batch does before the model: tokenise into windows and plan the batches.
     began = time.perf_counter()
-    padded = _padded_tokens(firewall, texts)
+    found = tokenize_windows(model.tokenizer, texts, windows.size, windows.stride).windows
+    batches = plan_batches(found, firewall.token_budget)
     tokenize_seconds = time.perf_counter() - began
+    lengths = [len(w.token_ids) for w in found]
+    # tokens fed to the model, BOS and padding included
+    padded = sum(len(b) * (max(lengths[i] for i in b) + 1) for b in batches)
     started = time.perf_counter()
     verdicts = firewall.screen_batch(texts)
     seconds = time.perf_counter() - started
@@ -128,18 +127,6 @@ def run_screen(texts: list[str], budgets: list[int]) -> dict[str, Any]:
         "by_bucket": by_bucket,
         "dtype": str(model.dtype),
     }
-
-
-def _padded_tokens(firewall: Any, texts: list[str]) -> int:
-    """Tokens fed to the model including BOS and padding, as the batcher packs them."""
-    from alknet_firewall.windows import plan_batches, tokenize_windows
-
-    windows = firewall.settings.windows
-    found = tokenize_windows(firewall.model.tokenizer, texts, windows.size, windows.stride).windows
-    return sum(
-        len(batch) * (max(len(found[i].token_ids) for i in batch) + 1)
-        for batch in plan_batches(found, firewall.token_budget)
-    )
 
 
 def _dims(config: Any) -> dict[str, int]:
@@ -297,7 +284,7 @@ def matmul_peak(dtype_name: str, device: str = "cpu", budget_s: float = 2.0) -> 
         a @ b
     _sync(device)
     repeats, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < budget_s or repeats == 0:
+    while time.perf_counter() - started < budget_s:
         a @ b
         repeats += 1
         if repeats % 10 == 0:

@@ -1,13 +1,24 @@
-"""Detection quality on sources the codebook never saw: leave one origin group out.
+"""Detection quality on sources and genres the codebook never saw: leave one group out.
 
-For each origin group that holds attacks, fit on the training-allowed files of the other
-groups and score the held-out group, plus a rotating share of the benign groups and the
-evaluation-only files (never trained on). Every held-out document is scored once, by the
-fold that held it out; pooled figures put those scores together. The same splits feed two
-baselines: TF-IDF + logistic regression on the text, and a logistic probe on the same
-pooled activations (window level, document = worst window, like the codebook).
+The sample: at most --per-file rows of every corpus file (seeded), plus --poison-per-group
+poisoned documents per attack group with their clean twins (alknet_firewall.poison),
+whose payloads come from that group and whose hosts come from the benign groups and
+structured wrappers paired with it.
 
-    .venv/bin/python bench/quality.py --corpus ../shared/data/corpus --out bench/QUALITY.md
+For each attack group, fit on the training-allowed rows of the other groups and score:
+the held-out group's attacks, the benign groups paired with it, the synthetic documents
+carrying its payloads (in host genres also held out) and, once, the evaluation-only files
+(never trained on). Every held-out document is scored once, by the fold that held it
+out; pooled figures put those scores together. The same splits feed the methods compared:
+
+- `codebook`: the configured codebook (config.toml / --config), its own views;
+- `v1`: the recipe of the previous shipped codebook cb-49fcc4c6dcf7 refitted on the same
+  folds (unframed windows, mean-pooled layers 4, 8, 12, 16, novelty terms);
+- `probe`: a logistic probe on the same views as `codebook` (window level, document =
+  worst window);
+- `tfidf`: TF-IDF + logistic regression on the text.
+
+    .venv/bin/python bench/quality.py --per-file 200 --poison-per-group 150 --out bench/QUALITY.md
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,27 +35,33 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from alknet_firewall.build import features_for
+from alknet_firewall.build import features_for, pairing_for, with_poisoned
 from alknet_firewall.codebook_fit import ModelIdentity, fit_codebook
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.corpus import EVALUATION_ONLY, LabelledRows, corpus_files, load_rows
-from alknet_firewall.features import WindowFeatures, concat, select_docs
+from alknet_firewall.features import WindowFeatures
 from alknet_firewall.metrics import detection_metrics
 from alknet_firewall.model import TransformersDetector
+from alknet_firewall.poison import WRAPPERS
 from alknet_firewall.scoring import score_documents
 
-ATTACK_GROUPS = ("bipia", "tasktracker", "cyberseceval2", "jailbreakbench", "inthewild")
-HARD_NEGATIVE_FILES = (
-    "notinject",
-    "owasp_cheatsheets",
-    "tldr_pages",
-    "awesome_chatgpt_prompts",
-    "gpteacher_roleplay",
-    "cyberseceval2_prompt_injection",
+HARD_NEGATIVE_KIND = "hard_negative"
+HIDDEN_KIND = "indirect_injection"
+# Text tokens per document; the short buckets are chat-log audit's greetings and replies.
+LENGTH_BUCKETS = (
+    (1, 4, "1-3"),
+    (4, 16, "4-15"),
+    (16, 128, "16-127"),
+    (128, 512, "128-511"),
+    (512, 10**9, "512+"),
 )
-HIDDEN_INJECTION_FILES = ("bipia", "synth_indirect_tasktracker_x_wikitext")
-LENGTH_BUCKETS = ((0, 512, "< 512"), (512, 2048, "512-2k"), (2048, 10**9, "> 2k"))
-METHODS = ("codebook", "probe", "tfidf")
+METHODS = ("codebook", "v1", "probe", "tfidf")
+# The previous shipped codebook's recipe, refitted per fold as the `v1` method.
+V1_LAYERS = [4, 8, 12, 16]
+V1_VIEWS = ["mean4", "mean8", "mean12", "mean16"]
+
+# (train docs, test docs) -> (test scores, flag threshold)
+Scorer = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, float]]
 
 
 @dataclass
@@ -56,236 +74,308 @@ class HeldOutScores:
     fold: np.ndarray
 
 
+@dataclass(frozen=True)
+class Sample:
+    rows: LabelledRows
+    features: WindowFeatures  # the configured (framed) views
+    identity: ModelIdentity
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", default="../shared/data/corpus")
-    parser.add_argument("--per-file", type=int, default=300, help="seeded sample per file")
-    parser.add_argument("--config", default=None)
+    add_sample_arguments(parser)
+    parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--out", default="", help="write the markdown report here")
     args = parser.parse_args()
     settings = load_settings(args.config)
     started = time.time()
-    rows = load_rows(
-        corpus_files(Path(args.corpus), training_only=False),
-        per_file=args.per_file,
-        seed=settings.codebook.seed,
-    )
-    model = TransformersDetector.from_settings(settings.model)
-    features = features_for(model, rows, settings, progress=True)
-    identity = ModelIdentity(model.model_id, model.weight_digest, list(model.layers))
-    held = leave_groups_out(rows, features, identity, settings)
-    report = render(rows, features, held, settings, args, time.time() - started)
+    sample = load_sample(args, settings)
+    methods = args.methods.split(",")
+    scorers: dict[str, Scorer] = {"codebook": codebook_scorer(sample, settings)}
+    if "v1" in methods:
+        scorers["v1"] = codebook_scorer(
+            v1_sample(args, settings, sample.rows), v1_settings(settings)
+        )
+    if "probe" in methods:
+        scorers["probe"] = probe_scorer(sample, settings)
+    if "tfidf" in methods:
+        scorers["tfidf"] = tfidf_scorer(sample.rows, settings)
+    held = leave_groups_out(sample.rows, scorers)
+    report = render(sample, held, settings, args, time.time() - started)
     print(report)
     if args.out:
         Path(args.out).write_text(report, encoding="utf-8")
     return 0
 
 
-def fold_plan(rows: LabelledRows) -> list[tuple[str, set[str]]]:
-    """(attack group, benign groups) held out per fold; benign groups rotate over folds."""
-    benign_groups = sorted(
-        {
-            g
-            for g, f, label in zip(rows.groups, rows.files, rows.labels, strict=True)
-            if f not in EVALUATION_ONLY and g not in ATTACK_GROUPS and label == 0
-        }
+def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", default="../shared/data/corpus")
+    parser.add_argument("--per-file", type=int, default=200, help="seeded sample per file")
+    parser.add_argument("--poison-per-group", type=int, default=150)
+    parser.add_argument("--config", default=None)
+
+
+def sample_rows(args: argparse.Namespace, settings: Settings) -> LabelledRows:
+    rows = load_rows(
+        corpus_files(Path(args.corpus), training_only=False),
+        per_file=args.per_file,
+        seed=settings.codebook.seed,
     )
-    plan = []
-    for index, group in enumerate(ATTACK_GROUPS):
-        plan.append((group, set(benign_groups[index :: len(ATTACK_GROUPS)])))
-    return plan
+    return with_poisoned(rows, args.poison_per_group, settings.codebook.seed)
 
 
-def leave_groups_out(
-    rows: LabelledRows,
-    features: WindowFeatures,
-    identity: ModelIdentity,
-    settings: Settings,
-    methods: tuple[str, ...] = METHODS,
-) -> HeldOutScores:
+def load_sample(args: argparse.Namespace, settings: Settings) -> Sample:
+    rows = sample_rows(args, settings)
+    model = TransformersDetector.from_settings(settings.model, framed=settings.windows.framed)
+    features = features_for(model, rows, settings, progress=True)
+    identity = ModelIdentity(model.model_id, model.weight_digest, list(model.layers))
+    return Sample(rows, features, identity)
+
+
+def v1_settings(settings: Settings) -> Settings:
+    v1 = settings.model_copy(deep=True)
+    v1.model.layers = list(V1_LAYERS)
+    v1.windows.framed = False
+    v1.codebook.views = list(V1_VIEWS)
+    v1.codebook.novelty = True
+    return v1
+
+
+def v1_sample(args: argparse.Namespace, settings: Settings, rows: LabelledRows) -> Sample:
+    v1 = v1_settings(settings)
+    model = TransformersDetector.from_settings(v1.model, framed=False)
+    features = features_for(model, rows, v1, progress=True)
+    return Sample(rows, features, ModelIdentity(model.model_id, model.weight_digest, V1_LAYERS))
+
+
+def fold_plan(rows: LabelledRows) -> list[tuple[str, set[str]]]:
+    """(attack group, host genres held out with it): the benign groups and wrappers that
+    `build.pairing_for` pairs it with, so its synthetic documents are unseen twice over."""
+    return [(group, set(genres)) for group, genres in sorted(pairing_for(rows).hosts.items())]
+
+
+def fold_masks(rows: LabelledRows, group: str, genres: set[str]) -> np.ndarray:
+    """Documents held out in the fold of `group`: its attacks and benign rows, the benign
+    groups it is paired with, the synthetic rows in its genres, and the evaluation-only
+    files."""
+    groups, hosts = np.array(rows.groups), np.array(rows.hosts)
+    files = np.array(rows.files)
+    synthetic = hosts != ""
+    natural = ~synthetic & (
+        (groups == group)
+        | np.isin(groups, [g for g in genres if g not in WRAPPERS])
+        | np.isin(files, list(EVALUATION_ONLY))
+    )
+    return natural | (synthetic & np.isin(hosts, list(genres)))
+
+
+def leave_groups_out(rows: LabelledRows, scorers: dict[str, Scorer]) -> HeldOutScores:
     n = len(rows)
     held = HeldOutScores(
-        scores={m: np.full(n, np.nan) for m in methods},
-        flag={m: np.full(n, np.nan) for m in methods},
+        scores={m: np.full(n, np.nan) for m in scorers},
+        flag={m: np.full(n, np.nan) for m in scorers},
         fold=np.full(n, -1),
     )
-    groups, files = np.array(rows.groups), np.array(rows.files)
-    evaluation_only = np.isin(files, list(EVALUATION_ONLY))
-    for fold, (attack_group, benign_groups) in enumerate(fold_plan(rows)):
-        test_mask = (
-            (groups == attack_group) | np.isin(groups, list(benign_groups)) | evaluation_only
-        )
+    for fold, (group, genres) in enumerate(fold_plan(rows)):
+        test_mask = fold_masks(rows, group, genres)
         train = np.flatnonzero(~test_mask)
-        test = np.flatnonzero(test_mask & (held.fold < 0) | (groups == attack_group))
+        test = np.flatnonzero(test_mask & (held.fold < 0))
         print(
-            f"fold {fold}: hold out {attack_group} + {sorted(benign_groups)}: "
-            f"train {train.size}, score {test.size}",
+            f"fold {fold}: hold out {group} + {sorted(genres)}: train {train.size}, "
+            f"score {test.size}",
             file=sys.stderr,
+            flush=True,
         )
-        train_rows, train_features = rows.subset(list(train)), take(features, train)
-        test_features = take(features, test)
-        codebook = fit_codebook(
-            train_features, train_rows, identity, settings.windows, settings.codebook
-        )
-        held.scores["codebook"][test] = score_documents(codebook, test_features).score()
-        held.flag["codebook"][test] = codebook.meta.thresholds.flag
-        for name, scorer in (("probe", probe_scores), ("tfidf", tfidf_scores)):
-            if name not in methods:
-                continue
-            scores, flag = scorer(rows, features, train, test, settings)
-            held.scores[name][test], held.flag[name][test] = scores, flag
+        for name, scorer in scorers.items():
+            held.scores[name][test], flag = scorer(train, test)
+            held.flag[name][test] = flag
         held.fold[test] = fold
     return held
 
 
 def take(features: WindowFeatures, docs: np.ndarray) -> WindowFeatures:
-    return concat([select_docs(features, int(d), int(d) + 1) for d in docs])
+    """The windows of the chosen documents, renumbered 0..len(docs)-1 in that order."""
+    position = np.full(features.n_docs, -1)
+    position[docs] = np.arange(docs.size)
+    keep = np.flatnonzero(position[features.doc] >= 0)
+    kept = features.rows(keep)
+    return WindowFeatures(kept.views, position[kept.doc], kept.spans, features.tokens_per_doc[docs])
 
 
-def calibrated_flag(
-    train_scores: np.ndarray, train_labels: np.ndarray, settings: Settings
-) -> float:
-    """The baselines get a flag threshold the same way the codebook does: the benign
-    (1 - flag_fpr) quantile, on their own training documents."""
-    return float(np.quantile(train_scores[train_labels == 0], 1.0 - settings.codebook.flag_fpr))
+def codebook_scorer(sample: Sample, settings: Settings) -> Scorer:
+    def score(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, float]:
+        codebook = fit_codebook(
+            take(sample.features, train),
+            sample.rows.subset(list(train)),
+            sample.identity,
+            settings.windows,
+            settings.codebook,
+        )
+        scores = score_documents(codebook, take(sample.features, test)).score()
+        return scores, codebook.meta.thresholds.flag
+
+    return score
 
 
-def probe_scores(
-    rows: LabelledRows,
-    features: WindowFeatures,
-    train: np.ndarray,
-    test: np.ndarray,
-    settings: Settings,
-) -> tuple[np.ndarray, float]:
+def calibrated_flag(train_scores: np.ndarray, train_labels: np.ndarray, fpr: float) -> float:
+    """The baselines get a flag threshold the way the codebook does: the benign (1 - fpr)
+    quantile, on their own training documents."""
+    return float(np.quantile(train_scores[train_labels == 0], 1.0 - fpr))
+
+
+def probe_scorer(sample: Sample, settings: Settings) -> Scorer:
+    features, labels = sample.features, np.array(sample.rows.labels)
+    flat = np.concatenate([features.views[v] for v in settings.codebook.views], axis=1)
+
+    def score(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, float]:
+        in_train = np.isin(features.doc, train)
+        scaler = StandardScaler().fit(flat[in_train])
+        probe = LogisticRegression(C=0.05, class_weight="balanced", max_iter=3000)
+        probe.fit(scaler.transform(flat[in_train]), labels[features.doc[in_train]])
+        window_scores = probe.decision_function(scaler.transform(flat))
+        doc_scores = np.full(len(labels), -np.inf)
+        np.maximum.at(doc_scores, features.doc, window_scores)
+        flag = calibrated_flag(doc_scores[train], labels[train], settings.codebook.flag_fpr)
+        return doc_scores[test], flag
+
+    return score
+
+
+def tfidf_scorer(rows: LabelledRows, settings: Settings) -> Scorer:
     labels = np.array(rows.labels)
-    flat = features.pooled.reshape(len(features.doc), -1)
-    in_train = np.isin(features.doc, train)
-    scaler = StandardScaler().fit(flat[in_train])
-    probe = LogisticRegression(C=0.05, class_weight="balanced", max_iter=3000)
-    probe.fit(scaler.transform(flat[in_train]), labels[features.doc[in_train]])
-    window_scores = probe.decision_function(scaler.transform(flat))
-    doc_scores = np.full(len(rows), -np.inf)
-    np.maximum.at(doc_scores, features.doc, window_scores)
-    return doc_scores[test], calibrated_flag(doc_scores[train], labels[train], settings)
+
+    def score(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, float]:
+        vectorizer = TfidfVectorizer(
+            ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True
+        )
+        x_train = vectorizer.fit_transform([rows.texts[i] for i in train])
+        model = LogisticRegression(C=4.0, class_weight="balanced", max_iter=3000)
+        model.fit(x_train, labels[train])
+        flag = calibrated_flag(
+            model.decision_function(x_train), labels[train], settings.codebook.flag_fpr
+        )
+        return model.decision_function(vectorizer.transform([rows.texts[i] for i in test])), flag
+
+    return score
 
 
-def tfidf_scores(
-    rows: LabelledRows,
-    features: WindowFeatures,
-    train: np.ndarray,
-    test: np.ndarray,
-    settings: Settings,
-) -> tuple[np.ndarray, float]:
-    labels = np.array(rows.labels)
-    vectorizer = TfidfVectorizer(
-        ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True
-    )
-    x_train = vectorizer.fit_transform([rows.texts[i] for i in train])
-    model = LogisticRegression(C=4.0, class_weight="balanced", max_iter=3000)
-    model.fit(x_train, labels[train])
-    train_scores = model.decision_function(x_train)
-    test_scores = model.decision_function(vectorizer.transform([rows.texts[i] for i in test]))
-    return test_scores, calibrated_flag(train_scores, labels[train], settings)
-
-
-def subset_metrics(held: HeldOutScores, labels: np.ndarray, mask: np.ndarray) -> dict[str, dict]:
-    """Metrics per method over held-out documents in mask (attacks vs all held-out benign)."""
+def subset_metrics(
+    held: HeldOutScores, labels: np.ndarray, mask: np.ndarray
+) -> dict[str, dict[str, float | int | None]]:
+    """Metrics per method over held-out documents in mask: its attacks against all
+    held-out benign documents (AUROC, TPR at 1% FPR), and its own rows' flag rates."""
     scored = held.fold >= 0
     benign = scored & (labels == 0)
     has_attacks = (mask & (labels == 1)).any()
     chosen = scored & ((mask & (labels == 1)) | benign) if has_attacks else scored & mask
+    own = scored & mask
     out = {}
     for method in held.scores:
-        scores = held.scores[method][chosen]
-        flagged = scores >= held.flag[method][chosen]
-        metrics = detection_metrics(labels[chosen], scores, np.inf)
-        negatives = labels[chosen] == 0
-        if not has_attacks:
-            negatives = np.ones_like(negatives)
-        metrics["fpr_at_flag"] = float(flagged[negatives].mean()) if negatives.any() else None
-        metrics["tpr_at_flag"] = float(flagged[~negatives].mean()) if (~negatives).any() else None
+        metrics = detection_metrics(labels[chosen], held.scores[method][chosen], np.inf)
+        flagged = held.scores[method][own] >= held.flag[method][own]
+        own_benign, own_attacks = labels[own] == 0, labels[own] == 1
+        metrics["fpr_at_flag"] = float(flagged[own_benign].mean()) if own_benign.any() else None
+        metrics["tpr_at_flag"] = float(flagged[own_attacks].mean()) if own_attacks.any() else None
         out[method] = metrics
     return out
 
 
 def render(
-    rows: LabelledRows,
-    features: WindowFeatures,
+    sample: Sample,
     held: HeldOutScores,
     settings: Settings,
     args: argparse.Namespace,
     seconds: float,
 ) -> str:
+    rows = sample.rows
     labels, files, kinds = np.array(rows.labels), np.array(rows.files), np.array(rows.kinds)
-    tokens = features.tokens_per_doc
+    hosts = np.array(rows.hosts)
+    tokens = sample.features.tokens_per_doc
+    methods = list(held.scores)
+    c = settings.codebook
     lines = [
-        "# Detection quality on held-out origin groups",
+        "# Detection quality on held-out groups and genres",
         "",
-        f"Command: `.venv/bin/python bench/quality.py --corpus {args.corpus} --per-file {args.per_file}"
+        f"Command: `.venv/bin/python bench/quality.py --per-file {args.per_file} "
+        f"--poison-per-group {args.poison_per_group}"
         f"{' --out ' + args.out if args.out else ''}` ({seconds:.0f} s on this machine).",
         "",
-        f"Codebook configuration: layers {settings.model.layers}, windows {settings.windows.size}/"
-        f"{settings.windows.stride} tokens, pooling {settings.windows.pooling}, rank "
-        f"{settings.codebook.rank}, smoothing {settings.codebook.smoothing}, flag at "
-        f"{settings.codebook.flag_fpr:.1%} benign FPR. Sample: at most {args.per_file} rows per file "
-        f"(seed {settings.codebook.seed}), {len(rows)} rows.",
+        f"Codebook configuration: layers {settings.model.layers}, windows "
+        f"{settings.windows.size}/{settings.windows.stride} tokens "
+        f"{'inside the task frame' if settings.windows.framed else 'unframed'}, views "
+        f"{', '.join(c.views)}, novelty {'on' if c.novelty else 'off'}, rank {c.rank}, "
+        f"smoothing {c.smoothing}, flag at {c.flag_fpr:.1%} benign FPR. Sample: at most "
+        f"{args.per_file} rows per corpus file (seed {c.seed}) and "
+        f"{args.poison_per_group} poisoned documents per attack group with their clean "
+        f"twins: {len(rows)} rows, {int((hosts != '').sum())} synthetic.",
         "",
-        "Folds (attack group held out + benign groups held out; evaluation-only files are "
-        "held out in every fold): "
-        + "; ".join(f"{g} + {', '.join(sorted(b))}" for g, b in fold_plan(rows)),
+        "Folds (attack group + the host genres held out with it; evaluation-only files are "
+        "held out in every fold and scored in the first): "
+        + "; ".join(f"{g} + {', '.join(sorted(h))}" for g, h in fold_plan(rows)),
         "",
-        "AUROC and TPR at 1% FPR compare a subset's attacks with all held-out benign rows; "
-        "FPR@flag is the share of the subset's benign rows at or above the flag threshold "
-        "of the fold that scored them.",
+        "AUROC and TPR@1% compare a subset's attacks with all held-out benign rows; "
+        "FPR@flag and TPR@flag are the shares of the subset's own benign and attack rows "
+        "at or above the flag threshold of the fold that scored them.",
         "",
     ]
 
     def table(title: str, subsets: list[tuple[str, np.ndarray]]) -> None:
+        header = " | ".join(
+            f"{m} AUROC | {m} TPR@1% | {m} FPR@flag | {m} TPR@flag" for m in methods
+        )
         lines.extend(
             [
                 f"## {title}",
                 "",
-                "| subset | n | "
-                + " | ".join(f"{m} AUROC | {m} TPR@1% | {m} FPR@flag" for m in METHODS)
-                + " |",
-                "|---|---|" + "---|" * (3 * len(METHODS)),
+                f"| subset | n | {header} |",
+                "|---|---|" + "---|" * (4 * len(methods)),
             ]
         )
         for name, mask in subsets:
-            if not (mask & (held.fold >= 0)).any():
+            n = int((mask & (held.fold >= 0)).sum())
+            if not n:
                 continue
             metrics = subset_metrics(held, labels, mask)
             cells = []
-            for method in METHODS:
+            for method in methods:
                 m = metrics[method]
-                cells += [fmt(m["auroc"]), fmt(m["tpr_at_1pct_fpr"]), fmt(m["fpr_at_flag"])]
-            lines.append(
-                f"| {name} | {int((mask & (held.fold >= 0)).sum())} | " + " | ".join(cells) + " |"
-            )
+                cells += [
+                    fmt(m["auroc"]),
+                    fmt(m["tpr_at_1pct_fpr"]),
+                    fmt(m["fpr_at_flag"]),
+                    fmt(m["tpr_at_flag"]),
+                ]
+            lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
 
     everything = np.ones(len(rows), dtype=bool)
+    synthetic = hosts != ""
     table(
         "Pooled",
         [
             ("all held-out rows", everything),
-            ("hard negatives (FPR)", np.isin(files, HARD_NEGATIVE_FILES) & (labels == 0)),
+            ("injections hidden in documents", kinds == HIDDEN_KIND),
+            ("  of them in corpus files", (kinds == HIDDEN_KIND) & ~synthetic),
+            (
+                "  of them synthetic (unseen payload group and genre)",
+                (kinds == HIDDEN_KIND) & synthetic,
+            ),
+            ("hard negatives (FPR)", (kinds == HARD_NEGATIVE_KIND) & (labels == 0)),
         ],
     )
     table("Per kind", [(k, kinds == k) for k in sorted(set(rows.kinds))])
-    table("Per file", [(f, files == f) for f in sorted(set(rows.files))])
     table(
-        "Hidden injections by document length (tokens)",
-        [
-            (f"{f} {name}", (files == f) & (tokens >= low) & (tokens < high))
-            for f in HIDDEN_INJECTION_FILES
-            for low, high, name in LENGTH_BUCKETS
-        ],
+        "By length in tokens (attacks: TPR; benign: FPR)",
+        [(name, (tokens >= low) & (tokens < high)) for low, high, name in LENGTH_BUCKETS],
     )
+    table(
+        "Per corpus file", [(f, (files == f) & ~synthetic) for f in sorted(set(files[~synthetic]))]
+    )
+    table("Per synthetic host genre", [(g, hosts == g) for g in sorted(set(hosts[synthetic]))])
     return "\n".join(lines)
 
 
-def fmt(value: float | None) -> str:
+def fmt(value: float | int | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 

@@ -80,11 +80,12 @@ def run_screen(texts: list[str], budgets: list[int]) -> dict[str, Any]:
     # What screen_batch does before the model: tokenise into windows and plan the batches.
     began = time.perf_counter()
     found = tokenize_windows(model.tokenizer, texts, windows.size, windows.stride).windows
-    batches = plan_batches(found, firewall.token_budget)
+    extra = len(model.frame.suffix) if model.frame else 1  # the frame's suffix, or BOS
+    batches = plan_batches(found, firewall.token_budget, extra)
     tokenize_seconds = time.perf_counter() - began
     lengths = [len(w.token_ids) for w in found]
-    # tokens fed to the model, BOS and padding included
-    padded = sum(len(b) * (max(lengths[i] for i in b) + 1) for b in batches)
+    # tokens fed to the model, BOS or suffix and padding included
+    padded = sum(len(b) * (max(lengths[i] for i in b) + extra) for b in batches)
     started = time.perf_counter()
     verdicts = firewall.screen_batch(texts)
     seconds = time.perf_counter() - started
@@ -139,11 +140,14 @@ def _dims(config: Any) -> dict[str, int]:
 
 
 def run_naive(texts: list[str]) -> dict[str, Any]:
-    """What a user writes first: the whole model, one document at a time, all hidden states."""
+    """What a user writes first: the whole model with eager attention, one document at a
+    time (its windows, each inside the whole task prompt when the codebook is framed), all
+    hidden states and attention maps returned, then the same codebook scoring."""
     import torch
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoTokenizer
 
     from alknet_firewall.firewall import load_codebook
+    from alknet_firewall.framing import build_frame
     from alknet_firewall.model import pick_device
     from alknet_firewall.model_files import resolve_model_folder
     from alknet_firewall.windows import make_batch, tokenize_windows
@@ -151,40 +155,79 @@ def run_naive(texts: list[str]) -> dict[str, Any]:
     settings = load_settings()
     device = pick_device(settings.model.device)
     folder, _ = resolve_model_folder(settings.model)
-    model = AutoModel.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
+    model = AutoModel.from_pretrained(
+        folder, use_safetensors=True, dtype=torch.float32, attn_implementation="eager"
+    )
     model = model.to(device).eval()
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(folder)  # type: ignore[no-untyped-call]
     codebook = load_codebook(settings)
-    windows = settings.windows
-    lengths: list[int] = []
+    meta = codebook.meta
+    frame = build_frame(tokenizer) if meta.framed else None
+    prefix = list(frame.prefix) if frame else []
+    lengths: list[int] = []  # text tokens per window
+    computed: list[int] = []  # tokens the model ran per window: the prompt's too
     scores: list[float] = []
     started = time.perf_counter()
     for text in texts:
-        found = tokenize_windows(tokenizer, [text], windows.size, windows.stride).windows
+        found = tokenize_windows(tokenizer, [text], meta.window_size, meta.window_stride).windows
         lengths += [len(w.token_ids) for w in found]
-        batch = make_batch(found, list(range(len(found))), tokenizer)
-        with torch.inference_mode():
-            states = model(
-                input_ids=torch.from_numpy(batch.input_ids).to(device),
-                attention_mask=torch.from_numpy(batch.attention_mask).to(device),
-                output_hidden_states=True,
-            ).hidden_states
-        mask = torch.from_numpy(batch.pool_mask).unsqueeze(-1).float().to(device)
-        pooled = torch.stack(
-            [(states[layer] * mask).sum(1) / mask.sum(1) for layer in codebook.meta.layers], dim=1
+        computed += [len(w.token_ids) + len(prefix) for w in found]
+        batch = make_batch(
+            found, list(range(len(found))), tokenizer, frame.suffix if frame else None
         )
-        scores.append(float(codebook.window_probabilities(pooled.cpu().numpy()).max()))
+        ids = torch.from_numpy(batch.input_ids)
+        mask = torch.from_numpy(batch.attention_mask)
+        head = torch.tensor([prefix] * len(found), dtype=ids.dtype).reshape(len(found), -1)
+        with torch.inference_mode():
+            out = model(
+                input_ids=torch.cat([head, ids], dim=1).to(device),
+                attention_mask=torch.cat([torch.ones_like(head), mask], dim=1).to(device),
+                output_hidden_states=True,
+                output_attentions=frame is not None,
+            )
+        views = naive_views(out, batch, len(prefix), frame, meta.views, max(meta.layers))
+        scores.append(float(codebook.window_probabilities(views).max()))
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,
         "scores": scores,
         "real_tokens": sum(lengths),
-        "flops": model_flops(lengths, model.config.num_hidden_layers, _dims(model.config)),
+        "flops": model_flops(computed, model.config.num_hidden_layers, _dims(model.config)),
         "rss_mb": peak_rss_mb(),
         "dtype": "torch.float32",
     }
+
+
+def naive_views(
+    out: Any, batch: Any, prefix: int, frame: Any, names: list[str], depth: int
+) -> dict[str, np.ndarray]:
+    """The codebook's views, computed the plain way from the full model's outputs (the
+    attention view over the `depth` layers the codebook was fitted on)."""
+    import torch
+
+    rows = torch.arange(batch.input_ids.shape[0])
+    last = torch.from_numpy(batch.last) + prefix
+    text = torch.zeros(batch.input_ids.shape[0], prefix + batch.input_ids.shape[1])
+    text[:, prefix:] = torch.from_numpy(batch.pool_mask).float()
+    views = {}
+    for name in names:
+        if name == "attention":
+            ratios = []
+            for attention in out.attentions[:depth]:
+                row = attention[rows, :, last].float().cpu()  # (windows, heads, keys)
+                task = row[:, :, frame.task[0] : frame.task[1]].sum(-1)
+                document = (row * text[:, None, :]).sum(-1)
+                ratios.append(torch.log(task + 1e-6) - torch.log(document + 1e-6))
+            views[name] = torch.cat(ratios, dim=1).numpy()
+            continue
+        layer = int(name.removeprefix("final").removeprefix("mean"))
+        states = out.hidden_states[layer].float().cpu()
+        if name.startswith("final"):
+            views[name] = states[rows, last].numpy()
+        else:
+            weights = text.unsqueeze(-1)
+            views[name] = ((states * weights).sum(1) / weights.sum(1)).numpy()
+    return views
 
 
 def run_queue(texts: list[str], workers: int) -> dict[str, Any]:

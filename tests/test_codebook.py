@@ -67,7 +67,7 @@ def test_per_kind_signals_are_fitted_when_asked(tiny_model_dir: Path, tmp_path: 
     assert codebook.signals == ["direct_injection", "indirect_injection", "jailbreak"]
     rows = tiny_rows(seed=3, per_class=10)
     features = extract(model, rows.texts, settings.windows, 2048)
-    assert codebook.window_probabilities(features.pooled).shape == (len(features.doc), 3)
+    assert codebook.window_probabilities(features.views).shape == (len(features.doc), 3)
     assert codebook.meta.metrics["auroc"] > 0.9
 
 
@@ -75,13 +75,53 @@ def test_saved_and_loaded_codebook_scores_identically(
     tiny_firewall: Firewall, tmp_path: Path
 ) -> None:
     rng = np.random.default_rng(1)
-    pooled = rng.normal(size=(20, 4, tiny_firewall.model.hidden_size)).astype(np.float32)
-    tiny_firewall.codebook.save(tmp_path / "copy")
+    codebook = tiny_firewall.codebook
+    views = {
+        name: rng.normal(size=(20, codebook.tensors[f"{name}.mean"].shape[0])).astype(np.float32)
+        for name in codebook.meta.views
+    }
+    codebook.save(tmp_path / "copy")
     loaded = Codebook.load(tmp_path / "copy")
     np.testing.assert_array_equal(
-        tiny_firewall.codebook.window_probabilities(pooled), loaded.window_probabilities(pooled)
+        codebook.window_probabilities(views), loaded.window_probabilities(views)
     )
     assert loaded.meta.version == tiny_firewall.codebook.meta.version
+
+
+def test_format_1_codebooks_still_load_and_score_the_same(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A codebook saved before views existed (blocks named by layer position, no framing or
+    novelty fields) is read as the unframed mean-pooled codebook it is."""
+    settings = tiny_settings(tiny_model_dir, tmp_path / "cache")
+    views = [f"mean{layer}" for layer in settings.model.layers]
+    settings.windows.framed = False
+    settings.codebook.views, settings.codebook.novelty = views, True
+    model = TransformersDetector.from_settings(settings.model, framed=False)
+    codebook = build_codebook(model, tiny_rows(per_class=40), settings)
+    old_tensors = {
+        name.replace(f"{view}.", f"layer{index}.", 1): array
+        for name, array in codebook.tensors.items()
+        for index, view in enumerate(views)
+        if name.startswith(f"{view}.")
+    } | {name: array for name, array in codebook.tensors.items() if name.startswith("combiner")}
+    folder = tmp_path / "format1"
+    Codebook(codebook.meta.model_copy(), old_tensors).save(folder)
+    raw = json.loads((folder / "codebook.json").read_text())
+    for field in ("framed", "views", "novelty"):
+        del raw[field]
+    raw["format_version"] = 1
+    (folder / "codebook.json").write_text(json.dumps(raw))
+
+    loaded = Codebook.load(folder)
+    assert (loaded.meta.framed, loaded.meta.views, loaded.meta.novelty) == (False, views, True)
+    features = extract(model, tiny_rows(seed=5, per_class=5).texts, settings.windows, 2048)
+    np.testing.assert_allclose(
+        loaded.window_probabilities(features.views),
+        codebook.window_probabilities(features.views),
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
 def test_tampered_tensors_are_refused(tiny_codebook_dir: Path, tmp_path: Path) -> None:
@@ -106,7 +146,10 @@ def test_newer_format_is_refused(tiny_codebook_dir: Path, tmp_path: Path) -> Non
 
 def test_mismatched_model_is_refused(tiny_firewall: Firewall) -> None:
     codebook = tiny_firewall.codebook
+    meta = codebook.meta
     with pytest.raises(CodebookError, match="was built for"):
-        codebook.check_model("other", "sha256:" + "0" * 64, codebook.meta.layers)
+        codebook.check_model("other", "sha256:" + "0" * 64, meta.layers, meta.framed)
     with pytest.raises(CodebookError, match="layers"):
-        codebook.check_model(codebook.meta.model_id, codebook.meta.weight_digest, [1, 2])
+        codebook.check_model(meta.model_id, meta.weight_digest, [1, 2], meta.framed)
+    with pytest.raises(CodebookError, match="task frame"):
+        codebook.check_model(meta.model_id, meta.weight_digest, meta.layers, not meta.framed)

@@ -13,6 +13,7 @@ from transformers import AutoModel
 
 from alknet_firewall.config import load_settings
 from alknet_firewall.features import extract
+from alknet_firewall.framing import TASK
 from alknet_firewall.model import TransformersDetector
 from alknet_firewall.model_files import ModelSourceError, resolve_model_folder
 from tests.tiny import BENIGN_SENTENCES, tiny_settings
@@ -22,8 +23,15 @@ from tests.tiny import BENIGN_SENTENCES, tiny_settings
 def detector(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> TransformersDetector:
+    """Unframed: each window after a BOS token, as codebooks of format 1 read them."""
     settings = tiny_settings(tiny_model_dir, tmp_path_factory.mktemp("cache"))
-    return TransformersDetector.from_settings(settings.model)
+    return TransformersDetector.from_settings(settings.model, framed=False)
+
+
+@pytest.fixture(scope="module")
+def framed(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TransformersDetector:
+    settings = tiny_settings(tiny_model_dir, tmp_path_factory.mktemp("cache"))
+    return TransformersDetector.from_settings(settings.model, framed=True)
 
 
 def test_truncated_model_matches_full_model_at_kept_layers(
@@ -42,18 +50,69 @@ def test_truncated_model_matches_full_model_at_kept_layers(
     features = extract(
         detector, [text], load_settings(windows={"size": 512, "stride": 512}).windows, 4096
     )
-    for column, layer in enumerate(detector.layers):
+    for layer in detector.layers:
         expected = states[layer][0, 1:].mean(dim=0).numpy()  # mean over text tokens, no BOS
-        np.testing.assert_allclose(features.pooled[0, column], expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(features.views[f"mean{layer}"][0], expected, rtol=1e-4, atol=1e-5)
 
 
-def test_padding_does_not_change_a_documents_vector(detector: TransformersDetector) -> None:
+def test_framed_views_match_the_full_model_reading_the_whole_prompt(
+    framed: TransformersDetector, tiny_model_dir: Path
+) -> None:
+    """The cached prefix, the positions after it and the last-row attention give what one
+    eager pass of the full model over prefix + text + suffix gives."""
+    assert framed.frame is not None
+    full = AutoModel.from_pretrained(
+        tiny_model_dir, use_safetensors=True, attn_implementation="eager"
+    ).eval()
+    text = " ".join(BENIGN_SENTENCES[:2])
+    text_ids = framed.tokenizer(text, add_special_tokens=False)["input_ids"]
+    prefix, suffix = list(framed.frame.prefix), list(framed.frame.suffix)
+    with torch.inference_mode():
+        out = full(
+            torch.tensor([prefix + text_ids + suffix]),
+            output_hidden_states=True,
+            output_attentions=True,
+        )
+    features = extract(
+        framed, [text], load_settings(windows={"size": 512, "stride": 512}).windows, 4096
+    )
+    body = slice(len(prefix), len(prefix) + len(text_ids))
+    start, end = framed.frame.task
+    for layer in framed.layers:
+        states = out.hidden_states[layer][0]
+        np.testing.assert_allclose(
+            features.views[f"mean{layer}"][0], states[body].mean(dim=0), rtol=1e-4, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            features.views[f"final{layer}"][0], states[-1], rtol=1e-4, atol=1e-5
+        )
+    heads = full.config.num_attention_heads
+    for layer in range(max(framed.layers)):
+        row = out.attentions[layer][0, :, -1]  # (heads, keys): the last token's attention
+        task, document = row[:, start:end].sum(-1), row[:, body].sum(-1)
+        expected = torch.log(task + 1e-6) - torch.log(document + 1e-6)
+        got = features.views["attention"][0, layer * heads : (layer + 1) * heads]
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_frame_marks_the_task_sentence(framed: TransformersDetector) -> None:
+    assert framed.frame is not None
+    start, end = framed.frame.task
+    task = framed.tokenizer.decode(list(framed.frame.prefix[start:end]))
+    assert task.strip() == TASK
+
+
+@pytest.mark.parametrize("reading", ["detector", "framed"])
+def test_padding_does_not_change_any_view(reading: str, request: pytest.FixtureRequest) -> None:
+    model: TransformersDetector = request.getfixturevalue(reading)
     windows = load_settings(windows={"size": 1024, "stride": 768}).windows
     short = BENIGN_SENTENCES[0]
-    alone = extract(detector, [short], windows, 4096)
-    padded = extract(detector, [short, " ".join(BENIGN_SENTENCES)], windows, 4096)
-    assert padded.pooled.shape[0] == 2  # same batch: the short one was padded
-    np.testing.assert_allclose(alone.pooled[0], padded.pooled[0], rtol=1e-5, atol=1e-6)
+    alone = extract(model, [short], windows, 4096)
+    padded = extract(model, [short, " ".join(BENIGN_SENTENCES)], windows, 4096)
+    assert len(padded.doc) == 2  # same batch: the short one was padded
+    assert alone.views.keys() == padded.views.keys()
+    for name, array in alone.views.items():
+        np.testing.assert_allclose(array[0], padded.views[name][0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max", "last"])
@@ -61,7 +120,8 @@ def test_every_pooling_ignores_padding(detector: TransformersDetector, pooling: 
     windows = load_settings(windows={"size": 1024, "stride": 768, "pooling": pooling}).windows
     alone = extract(detector, [BENIGN_SENTENCES[1]], windows, 4096)
     padded = extract(detector, [BENIGN_SENTENCES[1], " ".join(BENIGN_SENTENCES)], windows, 4096)
-    np.testing.assert_allclose(alone.pooled[0], padded.pooled[0], rtol=1e-5, atol=1e-6)
+    for name, array in alone.views.items():
+        np.testing.assert_allclose(array[0], padded.views[name][0], rtol=1e-5, atol=1e-6)
 
 
 def test_long_text_windows_carry_their_character_spans(detector: TransformersDetector) -> None:

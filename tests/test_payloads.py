@@ -45,7 +45,7 @@ def test_window_roles() -> None:
 def test_windows_outside_a_known_payload_train_as_benign() -> None:
     spans = np.array([[0, 100], [80, 180], [160, 260], [0, 50]])
     features = WindowFeatures(
-        pooled=np.zeros((4, 1, 2), dtype=np.float32),
+        views={"mean1": np.zeros((4, 2), dtype=np.float32)},
         doc=np.array([0, 0, 0, 1]),
         spans=spans,
         tokens_per_doc=np.array([60, 12]),

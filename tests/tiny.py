@@ -63,6 +63,7 @@ def tiny_rows(seed: int = 0, per_class: int = 120) -> LabelledRows:
         rows.kinds.append(kind)
         rows.files.append(file)
         rows.groups.append(file)
+        rows.hosts.append("")
 
     for _ in range(per_class * 2):
         add(benign_text(rng, rng.randint(1, 6)), 0, "benign_doc", "benign")
@@ -134,6 +135,7 @@ def tiny_settings(model_dir: Path, cache_dir: Path, codebook_dir: Path | None = 
         codebook={
             "path": str(codebook_dir or ""),
             "rank": 16,
+            "views": ["mean2", "mean4", "mean8", "attention"],
             "smoothing": 10.0,
             "calibration_fraction": 0.4,
         },

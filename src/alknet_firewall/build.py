@@ -9,11 +9,36 @@ import numpy as np
 from alknet_firewall.codebook import Codebook
 from alknet_firewall.codebook_fit import ModelIdentity, fit_codebook
 from alknet_firewall.config import Settings
-from alknet_firewall.corpus import LabelledRows
+from alknet_firewall.corpus import EVALUATION_ONLY, LabelledRows
 from alknet_firewall.features import WindowFeatures, cached_extract, concat, extract
 from alknet_firewall.metrics import detection_metrics
 from alknet_firewall.model import DetectorModel, forward_token_budget
+from alknet_firewall.poison import Pairing, poisoned_rows
 from alknet_firewall.scoring import score_documents
+
+
+def pairing_for(rows: LabelledRows) -> Pairing:
+    """Payload groups (those with attacks) paired with the trainable benign groups."""
+    labelled = [
+        (group, label)
+        for group, label, file in zip(rows.groups, rows.labels, rows.files, strict=True)
+        if file not in EVALUATION_ONLY
+    ]
+    attack = sorted({group for group, label in labelled if label})
+    benign = sorted({group for group, label in labelled if not label} - set(attack))
+    return Pairing.rotating(attack, benign)
+
+
+def with_poisoned(rows: LabelledRows, per_group: int, seed: int) -> LabelledRows:
+    """The rows followed by `per_group` poisoned documents per attack group and their
+    clean twins (poison.py), built from the trainable rows only and kept file by file so
+    each synthetic genre is one block of the activation cache."""
+    if per_group <= 0:
+        return rows
+    trainable = rows.subset([i for i, f in enumerate(rows.files) if f not in EVALUATION_ONLY])
+    synthetic = poisoned_rows(trainable, pairing_for(rows), per_group, seed)
+    order = sorted(range(len(synthetic)), key=lambda i: synthetic.files[i])
+    return rows.extend(synthetic.subset(order))
 
 
 def features_for(
@@ -64,7 +89,9 @@ def evaluate_codebook(
 ) -> dict[str, dict[str, float | int | None]]:
     """Metrics per file, per kind and pooled. Attack subsets are scored against all benign
     rows; benign subsets report their false-positive rate at the flag threshold."""
-    codebook.check_model(model.model_id, model.weight_digest, list(model.layers))
+    codebook.check_model(
+        model.model_id, model.weight_digest, list(model.layers), model.frame is not None
+    )
     features = features_for(model, rows, settings, progress=progress)
     scores = score_documents(codebook, features).score()
     labels = np.array(rows.labels)

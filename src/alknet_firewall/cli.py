@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--corpus", default=DEFAULT_CORPUS, help="folder of labelled *.jsonl")
     build.add_argument("--out", required=True, help="folder to write the codebook to")
     build.add_argument("--per-file", type=int, default=None, help="sample at most N rows per file")
+    build.add_argument(
+        "--poison-per-group",
+        type=int,
+        default=150,
+        help="poisoned documents (and clean twins) per attack group, see poison.py; 0 for none",
+    )
     build.add_argument("--exclude", default="", help="comma-separated file stems to leave out")
     build.set_defaults(func=run_build)
     evaluate = actions.add_parser("eval", help="metrics of a codebook on labelled files")
@@ -188,7 +194,7 @@ def _stems(option: str) -> set[str]:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from alknet_firewall.build import build_codebook
+    from alknet_firewall.build import build_codebook, with_poisoned
     from alknet_firewall.codebook import metrics_json
     from alknet_firewall.corpus import corpus_files, load_rows
     from alknet_firewall.model import TransformersDetector
@@ -197,10 +203,17 @@ def run_build(args: argparse.Namespace) -> int:
     files = corpus_files(Path(args.corpus), training_only=True)
     files = [path for path in files if path.stem not in _stems(args.exclude)]
     rows = load_rows(files, per_file=args.per_file, seed=settings.codebook.seed)
-    print(f"fitting on {len(rows)} rows from {len(files)} files", file=sys.stderr)
-    model = TransformersDetector.from_settings(settings.model)
+    corpus_rows = len(rows)
+    rows = with_poisoned(rows, args.poison_per_group, settings.codebook.seed)
+    print(
+        f"fitting on {corpus_rows} rows from {len(files)} files and "
+        f"{len(rows) - corpus_rows} poisoned documents and clean twins",
+        file=sys.stderr,
+    )
+    model = TransformersDetector.from_settings(settings.model, framed=settings.windows.framed)
     codebook = build_codebook(model, rows, settings, progress=True)
     codebook.meta.metrics["training_files"] = [path.stem for path in files]
+    codebook.meta.metrics["poisoned_per_group"] = args.poison_per_group
     codebook.save(Path(args.out))
     print(metrics_json(codebook.meta.metrics))
     print(f"codebook {codebook.meta.version} written to {args.out}", file=sys.stderr)
@@ -211,7 +224,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from alknet_firewall.build import evaluate_codebook
     from alknet_firewall.codebook import Codebook
     from alknet_firewall.corpus import corpus_files, load_rows
-    from alknet_firewall.firewall import load_codebook
+    from alknet_firewall.firewall import codebook_settings, load_codebook
     from alknet_firewall.model import TransformersDetector
 
     settings = _settings(args)
@@ -219,10 +232,9 @@ def run_eval(args: argparse.Namespace) -> int:
     files = corpus_files(Path(args.corpus), training_only=False)
     files = [path for path in files if not wanted or path.stem in wanted]
     codebook = Codebook.load(Path(args.codebook)) if args.codebook else load_codebook(settings)
-    settings.windows.size = codebook.meta.window_size
-    settings.windows.stride = codebook.meta.window_stride
+    settings = codebook_settings(settings, codebook)
     rows = load_rows(files, per_file=args.per_file, seed=settings.codebook.seed)
-    model = TransformersDetector.from_settings(settings.model)
+    model = TransformersDetector.from_settings(settings.model, framed=settings.windows.framed)
     report = evaluate_codebook(codebook, model, rows, settings, progress=True)
     print(format_report(report))
     if args.out:

@@ -1,9 +1,11 @@
-"""The codebook: what turns pooled activations into calibrated per-signal scores.
+"""The codebook: what turns the model's views of a window into calibrated per-signal scores.
 
-Per layer: a centred, standardised SVD basis; per component, spline-fitted log-densities
-for benign text and for each attack signal; a novelty score from the residual outside the
-basis. Per signal, a logistic combiner weighs the layers' log-likelihood ratios and
-novelties into a probability. Thresholds are set on held-out benign text at target
+Per view (a layer's pooled residual stream, the framed prompt's final state at a layer, the
+attention split between task and document): a centred, standardised SVD basis; per
+component, spline-fitted log-densities for benign text and for each attack signal; a
+novelty score from the residual outside the basis. Per signal, a logistic combiner weighs
+the views' log-likelihood ratios (and, where the codebook keeps them, novelties) into a
+probability. Thresholds are set on held-out benign text at target
 false-positive rates. Stored as safetensors (arrays) + JSON (metadata), never pickle.
 """
 
@@ -21,7 +23,7 @@ from safetensors.numpy import load_file, save_file
 
 from alknet_firewall.density import lookup
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TENSORS_FILE = "codebook.safetensors"
 META_FILE = "codebook.json"
 LLR_CLIP = 3.0
@@ -44,6 +46,13 @@ class CodebookMeta(BaseModel):
     model_id: str
     weight_digest: str
     layers: list[int]
+    # whether windows are read inside the frame of framing.py (the views below need it)
+    framed: bool
+    views: list[str]
+    novelty: bool
+    # "views": the combiner weighs each view's summed log-likelihood ratio; "components":
+    # each component's
+    combiner: str = "views"
     pooling: str
     window_size: int
     window_stride: int
@@ -69,22 +78,29 @@ class Codebook:
     def signals(self) -> list[str]:
         return self.meta.signals
 
-    def layer_features(self, pooled: np.ndarray) -> np.ndarray:
-        """Per window: each signal's log-likelihood ratio at each layer, then each layer's
-        novelty. pooled: (windows, layers, hidden) -> (windows, signals*layers + layers)."""
+    def view_scores(self, views: dict[str, np.ndarray]) -> np.ndarray:
+        """Per window: each signal's log-likelihood ratios (one per view, or one per view
+        and component with the `components` combiner), then (if the codebook uses novelty)
+        each view's novelty. -> (windows, signals * columns_per_signal [+ views])."""
         llrs: list[np.ndarray] = []
         novelties: list[np.ndarray] = []
-        for index in range(len(self.meta.layers)):
-            llr, novelty = self._layer_scores(index, pooled[:, index, :])
-            llrs.append(llr)
+        for name in self.meta.views:
+            llr, novelty = self._view_scores(name, views[name])  # (windows, signals, comps)
+            llrs.append(llr if self.meta.combiner == "components" else llr.sum(axis=2)[..., None])
             novelties.append(novelty[:, None])
-        # order: signal-major, then layer; matches the combiner's weight columns
-        by_signal = np.stack(llrs, axis=2).reshape(pooled.shape[0], -1)
-        return np.concatenate([by_signal, *novelties], axis=1)
+        # order: signal-major, then view (then component); matches the combiner's columns
+        by_signal = np.concatenate(llrs, axis=2).reshape(llrs[0].shape[0], -1)
+        return np.concatenate([by_signal, *novelties], axis=1) if self.meta.novelty else by_signal
 
-    def _layer_scores(self, index: int, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def columns_per_signal(self) -> int:
+        if self.meta.combiner != "components":
+            return len(self.meta.views)
+        return sum(int(self.tensors[f"{name}.basis"].shape[1]) for name in self.meta.views)
+
+    def _view_scores(self, name: str, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t = self.tensors
-        prefix = f"layer{index}."
+        prefix = f"{name}."
         standard = (vectors - t[prefix + "mean"]) / t[prefix + "scale"]
         basis = t[prefix + "basis"]
         coords = standard @ basis
@@ -95,21 +111,19 @@ class Codebook:
         # one component outvote all the others.
         llr = np.stack(
             [
-                np.clip(lookup(tables[c], low, high, coords) - benign, -LLR_CLIP, LLR_CLIP).sum(
-                    axis=1
-                )
+                np.clip(lookup(tables[c], low, high, coords) - benign, -LLR_CLIP, LLR_CLIP)
                 for c in range(1, tables.shape[0])
             ],
             axis=1,
-        )  # (windows, signals)
+        )  # (windows, signals, components)
         residual = np.linalg.norm(standard - coords @ basis.T, axis=1)
         centre, spread = t[prefix + "residual_stats"]
         novelty = (np.log(residual + 1e-6) - centre) / spread
         return llr, novelty
 
-    def window_probabilities(self, pooled: np.ndarray) -> np.ndarray:
+    def window_probabilities(self, views: dict[str, np.ndarray]) -> np.ndarray:
         """(windows, signals) probability that each window carries each signal."""
-        logits = self.layer_features(pooled) @ self.tensors["combiner.weights"].T
+        logits = self.view_scores(views) @ self.tensors["combiner.weights"].T
         logits += self.tensors["combiner.bias"]
         probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
         return probabilities
@@ -133,13 +147,17 @@ class Codebook:
         if not meta_path.is_file() or not tensors_path.is_file():
             raise CodebookError(f"no codebook in {folder}: expected {META_FILE} and {TENSORS_FILE}")
         try:
-            meta = CodebookMeta.model_validate_json(meta_path.read_text("utf-8"))
+            raw = json.loads(meta_path.read_text("utf-8"))
+            version = raw.get("format_version") if isinstance(raw, dict) else None
+            if version == 1:
+                raw = _format1_meta(raw)
+            meta = CodebookMeta.model_validate(raw)
         except ValueError as exc:
             raise CodebookError(f"{meta_path} is not valid codebook metadata: {exc}") from None
-        if meta.format_version != FORMAT_VERSION:
+        if meta.format_version not in (1, FORMAT_VERSION):
             raise CodebookError(
                 f"{folder} has codebook format {meta.format_version}; this version reads "
-                f"{FORMAT_VERSION}: rebuild it with `alknet-firewall codebook build`"
+                f"1 and {FORMAT_VERSION}: rebuild it with `alknet-firewall codebook build`"
             )
         actual = _file_digest(tensors_path)
         if actual != meta.tensors_digest:
@@ -147,10 +165,23 @@ class Codebook:
                 f"{tensors_path} does not match the digest in {META_FILE} "
                 f"({actual} != {meta.tensors_digest}): the file was altered or mixed up"
             )
-        return cls(meta, load_file(str(tensors_path)))
+        tensors = load_file(str(tensors_path))
+        if meta.format_version == 1:
+            tensors = _format1_tensors(tensors, meta.views)
+            meta.format_version = FORMAT_VERSION  # what it is once its tensors are renamed
+        return cls(meta, tensors)
 
-    def check_model(self, model_id: str, weight_digest: str, layers: list[int]) -> None:
-        """Refuse to score activations of a model other than the one it was built on."""
+    def check_model(
+        self, model_id: str, weight_digest: str, layers: list[int], framed: bool
+    ) -> None:
+        """Refuse to score views of a model other than the one it was built on, or read
+        another way (other layers, framed or not)."""
+        if framed != self.meta.framed:
+            raise CodebookError(
+                f"codebook {self.meta.version} reads windows "
+                f"{'inside' if self.meta.framed else 'outside'} the task frame; the loaded "
+                "model was set up the other way"
+            )
         if weight_digest != self.meta.weight_digest or layers != self.meta.layers:
             raise CodebookError(
                 f"codebook {self.meta.version} was built for {self.meta.model_id} "
@@ -158,6 +189,26 @@ class Codebook:
                 f"loaded model is {model_id} (weights {weight_digest[:23]}..., layers {layers}): "
                 "use the model it was built for, or build a codebook for this model"
             )
+
+
+def _format1_meta(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 (up to cb-49fcc4c6dcf7): unframed windows, one mean-pooled view per layer,
+    novelty terms always in the combiner."""
+    return raw | {
+        "framed": False,
+        "views": [f"{raw.get('pooling', 'mean')}{layer}" for layer in raw.get("layers", [])],
+        "novelty": True,
+    }
+
+
+def _format1_tensors(tensors: dict[str, np.ndarray], views: list[str]) -> dict[str, np.ndarray]:
+    """Format 1 named its blocks by position (layer0.*); format 2 by view (mean4.*)."""
+    pooled = {f"layer{index}.": f"{view}." for index, view in enumerate(views)}
+    renamed = {}
+    for name, array in tensors.items():
+        prefix = name[: name.index(".") + 1]
+        renamed[pooled.get(prefix, prefix) + name[len(prefix) :]] = array
+    return renamed
 
 
 def _file_digest(path: Path) -> str:

@@ -58,14 +58,25 @@ def fit_codebook(
 
     tensors: dict[str, np.ndarray] = {}
     density_rows = (window_part == 0) & (window_class >= 0)
-    for index in range(len(model.layers)):
-        vectors = features.pooled[density_rows, index, :]
-        tensors |= fit_layer(index, vectors, window_class[density_rows], len(signals) + 1, settings)
+    missing = sorted(set(settings.views) - set(features.views))
+    if missing:
+        raise ValueError(
+            f"codebook.views asks for {missing}, which the model does not produce "
+            f"(it gives {sorted(features.views)}): framed views need windows.framed = true "
+            "and layer views a layer listed in model.layers"
+        )
+    for name in settings.views:
+        vectors = features.views[name][density_rows]
+        tensors |= fit_view(name, vectors, window_class[density_rows], len(signals) + 1, settings)
 
     meta = CodebookMeta(
         model_id=model.model_id,
         weight_digest=model.weight_digest,
         layers=list(model.layers),
+        framed=windows.framed,
+        views=list(settings.views),
+        novelty=settings.novelty,
+        combiner=settings.combiner,
         pooling=windows.pooling,
         window_size=windows.size,
         window_stride=windows.stride,
@@ -77,7 +88,9 @@ def fit_codebook(
         data_digest=rows.digest(),
     )
     draft = Codebook(meta, tensors)
-    tensors |= fit_combiners(draft, features, window_class, part == 1, len(signals))
+    tensors |= fit_combiners(
+        draft, features, window_class, part == 1, len(signals), settings.hard_benign_weight
+    )
     codebook = Codebook(meta, tensors)
 
     held_out = np.flatnonzero(part == 2)
@@ -132,14 +145,14 @@ def split_documents(files: Sequence[str], fraction: float, seed: int) -> np.ndar
     return part
 
 
-def fit_layer(
-    index: int,
+def fit_view(
+    name: str,
     vectors: np.ndarray,
     classes: np.ndarray,
     n_classes: int,
     settings: CodebookSettings,
 ) -> dict[str, np.ndarray]:
-    """Basis, per-component densities per class and residual statistics for one layer."""
+    """Basis, per-component densities per class and residual statistics for one view."""
     mean = vectors.mean(axis=0)
     # Standardise per dimension: a few residual-stream dimensions carry huge, uninformative
     # magnitudes that would otherwise take over the basis.
@@ -161,7 +174,7 @@ def fit_layer(
             )
     benign_residual = np.linalg.norm(standard - coords @ basis.T, axis=1)[classes == 0]
     log_residual = np.log(benign_residual + 1e-6)
-    prefix = f"layer{index}."
+    prefix = f"{name}."
     return {
         prefix + "mean": mean.astype(np.float32),
         prefix + "scale": scale.astype(np.float32),
@@ -198,20 +211,24 @@ def fit_combiners(
     all_window_class: np.ndarray,
     in_part: np.ndarray,
     n_signals: int,
+    hard_benign_weight: float = 1.0,
 ) -> dict[str, np.ndarray]:
-    """Per signal, a logistic regression on the layer scores: benign windows against the
+    """Per signal, a logistic regression on the view scores: benign windows against the
     most telling window of each document of that signal (an attack document's other
-    windows may be perfectly ordinary text, unless its payload is known)."""
+    windows may be perfectly ordinary text, unless its payload is known).
+
+    With `hard_benign_weight` > 1 the fit is repeated with the benign windows that scored
+    highest (the top 2%, where a 1% threshold falls) weighted that much more."""
     windows = np.flatnonzero(in_part[features.doc])
-    layer_scores = draft.layer_features(features.pooled[windows])
-    n_layers = len(draft.meta.layers)
+    layer_scores = draft.view_scores(features.rows(windows).views)
+    per_signal = draft.columns_per_signal
     window_doc = features.doc[windows]
     window_class = all_window_class[windows]
     benign = window_class == 0
     weights = np.zeros((n_signals, layer_scores.shape[1]), dtype=np.float32)
     bias = np.zeros(n_signals, dtype=np.float32)
     for signal in range(n_signals):
-        llr = layer_scores[:, signal * n_layers : (signal + 1) * n_layers].sum(axis=1)
+        llr = layer_scores[:, signal * per_signal : (signal + 1) * per_signal].sum(axis=1)
         positive = best_window_per_doc(window_doc, llr, window_class == signal + 1)
         if positive.size == 0:
             continue
@@ -219,6 +236,11 @@ def fit_combiners(
         y = np.concatenate([np.zeros(benign.sum()), np.ones(positive.size)])
         model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
         model.fit(x, y)
+        if hard_benign_weight > 1.0:
+            logits = model.decision_function(x[y == 0])
+            weight = np.ones(y.size)
+            weight[: benign.sum()][logits >= np.quantile(logits, 0.98)] = hard_benign_weight
+            model.fit(x, y, sample_weight=weight)
         weights[signal] = model.coef_[0]
         bias[signal] = model.intercept_[0]
     return {"combiner.weights": weights, "combiner.bias": bias}

@@ -48,7 +48,7 @@ class ModelSettings(Section):
     gguf_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
     local_path: str = ""
     cache_dir: str = Field(default=DEFAULT_CACHE_DIR, validate_default=True)
-    layers: list[int] = Field(default_factory=lambda: [4, 8, 12, 16])
+    layers: list[int] = Field(default_factory=lambda: [4, 8, 12, 16, 20])
     dtype: Literal["float32", "bfloat16", "auto"] = "auto"
     device: Literal["cpu", "cuda", "auto"] = "auto"
     threads: int = Field(default=0, ge=0)
@@ -70,6 +70,7 @@ class WindowSettings(Section):
     size: int = Field(default=128, ge=8, le=8192)
     stride: int = Field(default=96, ge=1)
     pooling: Literal["mean", "max", "last"] = "mean"
+    framed: bool = True
 
     @model_validator(mode="after")
     def _no_gaps(self) -> WindowSettings:
@@ -100,6 +101,10 @@ class CodebookSettings(Section):
     grid_points: int = Field(default=128, ge=16)
     smoothing: float = Field(default=3.0, gt=0.0)
     signals: Literal["one", "per_kind"] = "one"
+    views: list[str] = Field(default_factory=lambda: ["attention", "mean8", "mean16"])
+    novelty: bool = False
+    combiner: Literal["views", "components"] = "views"
+    hard_benign_weight: float = Field(default=1.0, ge=1.0)
     flag_fpr: float = Field(default=0.01, gt=0.0, lt=0.5)
     block_fpr: float = Field(default=0.001, gt=0.0, lt=0.5)
     calibration_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)

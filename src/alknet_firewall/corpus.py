@@ -41,6 +41,7 @@ ORIGIN_GROUPS = {
     "awesome_chatgpt_prompts": "prompts",
     "gpteacher_roleplay": "gpteacher",
     "gsm8k": "gsm8k",
+    "chitchat_messages": "chitchat",
     "selfinstruct_seed_and_user": "alpaca",
     "selfinstruct_t0_docs": "t0",
     "instructionwild": "alpaca",
@@ -64,6 +65,8 @@ class LabelledRows:
     groups: list[str] = field(default_factory=list)
     # Character span of the injected payload, where the row's file holds its clean twin.
     payloads: list[Span | None] = field(default_factory=list)
+    # Host genre of a synthetic poisoned row or clean twin (poison.py); "" for corpus rows.
+    hosts: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -85,6 +88,19 @@ class LabelledRows:
             [self.files[i] for i in keep],
             [self.groups[i] for i in keep],
             [self.payloads[i] for i in keep],
+            [self.hosts[i] for i in keep],
+        )
+
+    def extend(self, other: LabelledRows) -> LabelledRows:
+        """These rows followed by `other`'s."""
+        return LabelledRows(
+            self.texts + other.texts,
+            self.labels + other.labels,
+            self.kinds + other.kinds,
+            self.files + other.files,
+            self.groups + other.groups,
+            self.payloads + other.payloads,
+            self.hosts + other.hosts,
         )
 
 
@@ -118,6 +134,7 @@ def load_rows(files: list[Path], *, per_file: int | None = None, seed: int = 0) 
             rows.kinds.append(kind)
             rows.files.append(path.stem)
             rows.groups.append(ORIGIN_GROUPS.get(path.stem, path.stem))
+            rows.hosts.append("")
     return rows
 
 

@@ -1,4 +1,4 @@
-"""From texts to pooled window activations: the one place the model is run.
+"""From texts to per-window views of the model: the one place the model is run.
 
 Shared by the firewall (screening) and the codebook builder (fitting, evaluation), so both
 see exactly the same windows, pooling and dtype.
@@ -22,16 +22,20 @@ from alknet_firewall.config import WindowSettings
 from alknet_firewall.model import DetectorModel
 from alknet_firewall.windows import iter_batches, tokenize_windows
 
+# Part of the cache key: bump it when what a view means changes.
+VIEWS_VERSION = 2
+
 
 @dataclass(frozen=True)
 class WindowFeatures:
-    """Pooled activations of every window of a list of texts.
+    """The model's views of every window of a list of texts.
 
-    pooled: (windows, layers, hidden) float32; doc: the text each window belongs to;
-    spans: (windows, 2) character start/end; tokens_per_doc: text tokens per text.
+    views: per view name (`model.view_names`), float32 (windows, width); doc: the text
+    each window belongs to; spans: (windows, 2) character start/end; tokens_per_doc: text
+    tokens per text.
     """
 
-    pooled: np.ndarray
+    views: dict[str, np.ndarray]
     doc: np.ndarray
     spans: np.ndarray
     tokens_per_doc: np.ndarray
@@ -39,6 +43,15 @@ class WindowFeatures:
     @property
     def n_docs(self) -> int:
         return len(self.tokens_per_doc)
+
+    def rows(self, keep: np.ndarray) -> WindowFeatures:
+        """The chosen windows (a mask or indices), with their documents' numbering."""
+        return WindowFeatures(
+            {name: array[keep] for name, array in self.views.items()},
+            self.doc[keep],
+            self.spans[keep],
+            self.tokens_per_doc,
+        )
 
 
 def extract(
@@ -52,16 +65,20 @@ def extract(
     """Run the model over all windows of `texts`, batched by token budget."""
     tokenized = tokenize_windows(model.tokenizer, texts, windows.size, windows.stride)
     found = tokenized.windows
-    pooled = np.zeros((len(found), len(model.layers), model.hidden_size), dtype=np.float32)
+    views: dict[str, np.ndarray] = {}
     total_tokens = sum(len(window.token_ids) for window in found)
+    suffix = model.frame.suffix if model.frame else None
     with tqdm(
         total=total_tokens, unit="tok", unit_scale=True, disable=not progress, leave=False
     ) as bar:
-        for batch in iter_batches(found, model.tokenizer, token_budget):
-            pooled[batch.windows] = model.pooled(batch, windows.pooling)
+        for batch in iter_batches(found, model.tokenizer, token_budget, suffix):
+            for name, array in model.views(batch, windows.pooling).items():
+                if name not in views:
+                    views[name] = np.zeros((len(found), array.shape[1]), dtype=np.float32)
+                views[name][batch.windows] = array
             bar.update(batch.real_tokens)
     return WindowFeatures(
-        pooled=pooled,
+        views=views,
         doc=np.array([window.doc for window in found], dtype=np.int64),
         spans=np.array([(w.char_start, w.char_end) for w in found], dtype=np.int64).reshape(-1, 2),
         tokens_per_doc=np.array(tokenized.tokens_per_doc, dtype=np.int64),
@@ -81,7 +98,7 @@ def cached_extract(
     with the same model and windows run the model once."""
     path = cache_path(model, texts, windows, cache_dir)
     if path.is_file():
-        return WindowFeatures(**load_file(str(path)))
+        return load(path)
     features = extract(model, texts, windows, token_budget, progress=progress)
     store(features, path)
     return features
@@ -92,7 +109,14 @@ def cache_path(
 ) -> Path:
     key = hashlib.sha256(
         json.dumps(
-            [model.weight_digest, list(model.layers), windows.model_dump(), str(model_dtype(model))]
+            [
+                model.weight_digest,
+                list(model.layers),
+                windows.model_dump(),
+                str(model_dtype(model)),
+                dataclasses.asdict(model.frame) if model.frame else None,
+                VIEWS_VERSION,
+            ]
         ).encode()
     )
     for text in texts:
@@ -103,15 +127,31 @@ def cache_path(
 def store(features: WindowFeatures, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_suffix(".partial")
-    save_file(dataclasses.asdict(features), str(staging))
+    arrays = {f"view.{name}": array for name, array in features.views.items()}
+    arrays |= {
+        "doc": features.doc,
+        "spans": features.spans,
+        "tokens_per_doc": features.tokens_per_doc,
+    }
+    save_file(arrays, str(staging))
     os.replace(staging, path)
+
+
+def load(path: Path) -> WindowFeatures:
+    arrays = load_file(str(path))
+    return WindowFeatures(
+        views={k.removeprefix("view."): v for k, v in arrays.items() if k.startswith("view.")},
+        doc=arrays["doc"],
+        spans=arrays["spans"],
+        tokens_per_doc=arrays["tokens_per_doc"],
+    )
 
 
 def select_docs(features: WindowFeatures, first: int, stop: int) -> WindowFeatures:
     """The features of documents first..stop-1, renumbered from 0."""
     keep = (features.doc >= first) & (features.doc < stop)
     return WindowFeatures(
-        pooled=features.pooled[keep],
+        views={name: array[keep] for name, array in features.views.items()},
         doc=features.doc[keep] - first,
         spans=features.spans[keep],
         tokens_per_doc=features.tokens_per_doc[first:stop],
@@ -121,8 +161,11 @@ def select_docs(features: WindowFeatures, first: int, stop: int) -> WindowFeatur
 def concat(parts: Sequence[WindowFeatures]) -> WindowFeatures:
     """Features of several lists of texts, one after the other."""
     offsets = np.cumsum([0] + [part.n_docs for part in parts])
+    # a part whose texts have no tokens has no windows, and so no views to concatenate
+    with_windows = [part for part in parts if len(part.doc)]
+    names = with_windows[0].views.keys() if with_windows else ()
     return WindowFeatures(
-        pooled=np.concatenate([part.pooled for part in parts]),
+        views={name: np.concatenate([part.views[name] for part in with_windows]) for name in names},
         doc=np.concatenate(
             [part.doc + offset for part, offset in zip(parts, offsets, strict=False)]
         ),

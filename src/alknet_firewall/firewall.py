@@ -24,33 +24,20 @@ class Firewall:
     """Screens untrusted text. Load once (seconds), then call `screen` / `screen_batch`."""
 
     def __init__(self, model: DetectorModel, codebook: Codebook, settings: Settings) -> None:
-        codebook.check_model(model.model_id, model.weight_digest, list(model.layers))
-        meta = codebook.meta
-        if (meta.window_size, meta.window_stride, meta.pooling) != (
-            settings.windows.size,
-            settings.windows.stride,
-            settings.windows.pooling,
-        ):
-            # The codebook's numbers only mean something for the windows it was fitted on.
-            settings = settings.model_copy(deep=True)
-            settings.windows.size = meta.window_size
-            settings.windows.stride = meta.window_stride
-            settings.windows.pooling = meta.pooling  # type: ignore[assignment]
+        codebook.check_model(
+            model.model_id, model.weight_digest, list(model.layers), model.frame is not None
+        )
         self.model = model
         self.codebook = codebook
-        self.settings = settings
+        self.settings = codebook_settings(settings, codebook)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Firewall:
-        """Load the configured model (converting it on first use) and codebook."""
-        settings = settings or load_settings()
-        codebook = load_codebook(settings)
-        if codebook.meta.layers != settings.model.layers:
-            # Like its windows, a codebook's layers are part of what its numbers mean: run
-            # the model up to the layers it was fitted on, whatever [model] layers says.
-            settings = settings.model_copy(deep=True)
-            settings.model.layers = list(codebook.meta.layers)
-        model = TransformersDetector.from_settings(settings.model)
+        """Load the configured codebook, then the model as that codebook reads it
+        (converting the weights on first use)."""
+        codebook = load_codebook(settings or load_settings())
+        settings = codebook_settings(settings or load_settings(), codebook)
+        model = TransformersDetector.from_settings(settings.model, framed=settings.windows.framed)
         return cls(model, codebook, settings)
 
     @property
@@ -138,6 +125,20 @@ class Firewall:
             tokens=tokens,
             windows=windows,
         )
+
+
+def codebook_settings(settings: Settings, codebook: Codebook) -> Settings:
+    """The settings with what the codebook was fitted on in place of the configured ones:
+    its layers, windows, pooling and framing are part of what its numbers mean, so they
+    win over config.toml wherever a codebook screens or is evaluated."""
+    meta = codebook.meta
+    resolved = settings.model_copy(deep=True)
+    resolved.model.layers = list(meta.layers)
+    resolved.windows.size = meta.window_size
+    resolved.windows.stride = meta.window_stride
+    resolved.windows.pooling = meta.pooling  # type: ignore[assignment]
+    resolved.windows.framed = meta.framed
+    return resolved
 
 
 def load_codebook(settings: Settings) -> Codebook:

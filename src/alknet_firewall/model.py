@@ -11,13 +11,23 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AttentionInterface,
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    DynamicCache,
+    PreTrainedTokenizerBase,
+)
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from alknet_firewall.config import ModelSettings
+from alknet_firewall.framing import Frame, build_frame
 from alknet_firewall.model_files import resolve_model_folder
 from alknet_firewall.windows import TokenBatch
 
@@ -27,17 +37,30 @@ Pooling = str  # "mean" | "max" | "last"
 
 
 class DetectorModel(Protocol):
-    """What the firewall needs from a model: a tokenizer and pooled layer activations."""
+    """What the firewall needs from a model: a tokenizer and per-window views."""
 
     model_id: str
     weight_digest: str
     layers: tuple[int, ...]
     hidden_size: int
     tokenizer: PreTrainedTokenizerBase
+    frame: Frame | None
 
-    def pooled(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
-        """Pooled activations, float32 of shape (windows, len(layers), hidden_size)."""
+    def views(self, batch: TokenBatch, pooling: Pooling) -> dict[str, np.ndarray]:
+        """Per view name, float32 (windows, width): see `view_names`."""
         ...
+
+
+def view_names(layers: Sequence[int], pooling: Pooling, framed: bool) -> list[str]:
+    """What one forward pass yields per window: the pooled residual stream at each layer
+    read (`mean8`); when framed, also the state of the frame's last token at each layer
+    (`final8`), the end of the prompt where the model would start answering, and
+    `attention`: per head of every layer run, how that token's attention splits between
+    the task sentence and the window (Attention Tracker's ratio, as log-odds)."""
+    names = [f"{pooling}{layer}" for layer in layers]
+    if framed:
+        names += [f"final{layer}" for layer in layers] + ["attention"]
+    return names
 
 
 def pick_device(requested: str) -> torch.device:
@@ -82,11 +105,19 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_bf16() else torch.float32
 
 
+# The attention implementation the detector loads the model with: PyTorch's SDPA for the
+# layer outputs, plus the attention row of each window's last token, the only row the
+# attention view reads (a full eager attention matrix per layer would be thrown away).
+LAST_ROW_ATTENTION = "alknet_sdpa_last_row"
+
+
 class TransformersDetector:
     """A Llama-family model from transformers, truncated after the deepest configured layer.
 
     Only layers up to max(layers) are built and loaded; the final norm is dropped, so the
     activation captured at layer L is exactly the residual stream the full model has there.
+    With `framed`, every window is read inside the frame of `framing.py`, whose prefix is
+    run once and kept as a key/value cache.
     """
 
     def __init__(
@@ -98,6 +129,7 @@ class TransformersDetector:
         device: str = "cpu",
         dtype: str = "float32",
         threads: int = 0,
+        framed: bool = True,
     ) -> None:
         if threads > 0:
             torch.set_num_threads(threads)
@@ -115,16 +147,23 @@ class TransformersDetector:
         # Weights of the dropped layers are "unexpected keys"; transformers logs each one.
         logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
         model = AutoModel.from_pretrained(
-            folder, config=config, use_safetensors=True, dtype=torch.float32
+            folder,
+            config=config,
+            use_safetensors=True,
+            dtype=torch.float32,
+            attn_implementation=LAST_ROW_ATTENTION,
         )
         model.norm = torch.nn.Identity()
         self.weight_digest = _state_digest(model)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.hidden_size = int(config.hidden_size)
+        self.heads = int(config.num_attention_heads)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.frame = build_frame(self.tokenizer) if framed else None
+        self._prefix_cache = self._run_prefix() if self.frame else None
 
     @classmethod
-    def from_settings(cls, settings: ModelSettings) -> TransformersDetector:
+    def from_settings(cls, settings: ModelSettings, *, framed: bool = True) -> TransformersDetector:
         folder, model_id = resolve_model_folder(settings)
         return cls(
             folder,
@@ -133,39 +172,127 @@ class TransformersDetector:
             device=settings.device,
             dtype=settings.dtype,
             threads=settings.threads,
+            framed=framed,
         )
 
-    def pooled(self, batch: TokenBatch, pooling: Pooling) -> np.ndarray:
-        return self.pooled_many(batch, (pooling,))[pooling]
+    @torch.inference_mode()
+    def _run_prefix(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values of the frame's prefix at every layer, computed once."""
+        assert self.frame is not None
+        ids = torch.tensor([self.frame.prefix], device=self.device)
+        cache = DynamicCache()
+        self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+        pairs = [(layer.keys, layer.values) for layer in cache.layers]
+        return [(keys, values) for keys, values in pairs if keys is not None and values is not None]
 
     @torch.inference_mode()
-    def pooled_many(self, batch: TokenBatch, poolings: Sequence[Pooling]) -> dict[str, np.ndarray]:
-        """Several poolings of one forward pass (bench/explore.py compares them), each
-        (windows, len(layers), hidden_size)."""
+    def views(self, batch: TokenBatch, pooling: Pooling) -> dict[str, np.ndarray]:
         ids = torch.from_numpy(batch.input_ids).to(self.device)
         attention = torch.from_numpy(batch.attention_mask).to(self.device)
         pool_mask = torch.from_numpy(batch.pool_mask).to(self.device)
-        captured: dict[str, list[torch.Tensor]] = {name: [] for name in poolings}
-        wanted = {layer - 1 for layer in self.layers}
+        last = torch.from_numpy(batch.last).to(self.device)
+        rows = torch.arange(ids.shape[0], device=self.device)
+        wanted = {layer - 1: layer for layer in self.layers}
+        out: dict[str, list[torch.Tensor]] = {}
+        ratios: list[torch.Tensor] = []
 
-        def capture(module: torch.nn.Module, args: object, output: object) -> None:
+        def capture_state(module: torch.nn.Module, args: object, output: object) -> None:
             hidden = output[0] if isinstance(output, tuple) else output
             assert isinstance(hidden, torch.Tensor)
+            layer = wanted.get(int(getattr(module, "alknet_index", -1)))
+            if layer is None:
+                return
             # Pool right away: the (windows, tokens, hidden) tensor is never kept.
-            for name in poolings:
-                captured[name].append(pool(hidden.float(), pool_mask, name))
+            out[f"{pooling}{layer}"] = [pool(hidden.float(), pool_mask, pooling)]
+            if self.frame is not None:
+                out[f"final{layer}"] = [hidden[rows, last].float()]
 
-        hooks = [
-            block.register_forward_hook(capture)
-            for index, block in enumerate(self.model.layers)
-            if index in wanted
-        ]
+        def capture_attention(module: torch.nn.Module, args: object, output: object) -> None:
+            assert isinstance(output, tuple) and self.frame is not None
+            weights = output[1]  # (windows, heads, keys): the last token's attention row
+            assert isinstance(weights, torch.Tensor)
+            start, end = self.frame.task
+            task = weights[:, :, start:end].sum(dim=-1)
+            prefix = len(self.frame.prefix)
+            text = pool_mask.to(torch.float32)[:, None, :]
+            document = (weights[:, :, prefix:] * text).sum(dim=-1)
+            # log-odds of Attention Tracker's task / (task + document): unbounded, so the
+            # codebook's standardising and densities see a spread-out scale, not a [0, 1] pile
+            ratios.append(torch.log(task + 1e-6) - torch.log(document + 1e-6))
+
+        hooks = []
+        for index, block in enumerate(self.model.layers):
+            block.alknet_index = index
+            hooks.append(block.register_forward_hook(capture_state))
+            if self.frame is not None:
+                block.self_attn.alknet_last = last
+                hooks.append(block.self_attn.register_forward_hook(capture_attention))
         try:
-            self.model(input_ids=ids, attention_mask=attention, use_cache=False)
+            self.model(**self._inputs(ids, attention))
         finally:
             for hook in hooks:
                 hook.remove()
-        return {name: torch.stack(layers, dim=1).cpu().numpy() for name, layers in captured.items()}
+            for block in self.model.layers:
+                block.self_attn.alknet_last = None
+        views = {name: parts[0].cpu().numpy() for name, parts in out.items()}
+        if ratios:
+            views["attention"] = torch.cat(ratios, dim=1).cpu().numpy()
+        return views
+
+    def _inputs(self, ids: torch.Tensor, attention: torch.Tensor) -> dict[str, object]:
+        if self._prefix_cache is None:
+            return {"input_ids": ids, "attention_mask": attention, "use_cache": False}
+        windows, prefix = ids.shape[0], self._prefix_cache[0][0].shape[2]
+        # The cache is extended in place by the pass: each batch gets its own, built from
+        # views of the prefix tensors (the concatenation copies, the prefix stays intact).
+        cache = DynamicCache(
+            [
+                (keys.expand(windows, -1, -1, -1), values.expand(windows, -1, -1, -1))
+                for keys, values in self._prefix_cache
+            ]
+        )
+        full_mask = torch.cat([attention.new_ones(windows, prefix), attention], dim=1)
+        return {
+            "input_ids": ids,
+            "attention_mask": full_mask,
+            "past_key_values": cache,
+            "use_cache": True,
+        }
+
+
+def _last_row_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """SDPA, plus the softmax row of each window's last token when the detector asks."""
+    output, _ = sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+    )
+    last = getattr(module, "alknet_last", None)
+    if last is None:
+        return output, None
+    windows, heads, queries, width = query.shape
+    groups = heads // key.shape[1]
+    rows = torch.arange(windows, device=query.device)
+    # (windows, kv heads, group, width) against (windows, kv heads, keys, width): no copy of
+    # the keys per query head
+    q = query[rows, :, last].float().view(windows, key.shape[1], groups, width)
+    logits = torch.einsum("bkgd,bkpd->bkgp", q, key.float()).reshape(windows, heads, -1)
+    logits = logits * (scaling if scaling is not None else width**-0.5)
+    past = key.shape[2] - queries
+    visible = torch.arange(key.shape[2], device=key.device)[None, :] <= (past + last)[:, None]
+    logits = logits.masked_fill(~visible[:, None, :], float("-inf"))
+    return output, torch.softmax(logits, dim=-1)
+
+
+AttentionInterface.register(LAST_ROW_ATTENTION, _last_row_attention)
+AttentionMaskInterface.register(LAST_ROW_ATTENTION, sdpa_mask)
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:

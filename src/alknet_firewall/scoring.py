@@ -34,7 +34,7 @@ def score_documents(codebook: Codebook, features: WindowFeatures) -> DocumentSco
     has_windows = np.zeros(n_docs, dtype=bool)
     if len(features.doc) == 0:
         return DocumentScores(probability, span, has_windows)
-    window_p = codebook.window_probabilities(features.pooled)
+    window_p = codebook.window_probabilities(features.views)
     has_windows[features.doc] = True
     for signal in range(n_signals):
         # sort by (doc, -p): the first window of each doc is its worst

@@ -37,8 +37,10 @@ class Window:
 class TokenBatch:
     """Right-padded model inputs for a list of windows.
 
-    `pool_mask` marks the tokens that count for pooling: real text tokens only, not the
-    BOS token every window starts with (a constant attention sink) and never padding.
+    `pool_mask` marks the tokens that count for pooling: the window's text tokens only,
+    not the BOS token an unframed window starts with (a constant attention sink), not a
+    frame's suffix, never padding. `last` is each row's last real position (the end of the
+    suffix when framed), where the framed views read the model's state.
     """
 
     windows: list[int]  # indices into the window list this batch was cut from
@@ -49,6 +51,10 @@ class TokenBatch:
     @property
     def real_tokens(self) -> int:
         return int(self.pool_mask.sum())
+
+    @property
+    def last(self) -> np.ndarray:
+        return np.asarray(self.attention_mask.sum(axis=1) - 1)
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ def tokenize_windows(
     return Tokenized(windows, [len(ids) for ids in all_ids])
 
 
-def plan_batches(windows: Sequence[Window], token_budget: int) -> list[list[int]]:
+def plan_batches(windows: Sequence[Window], token_budget: int, extra: int = 1) -> list[list[int]]:
     """Group window indices into batches whose padded size stays within `token_budget`.
 
     Longest first, so each batch holds windows of similar length: little padding. A single
@@ -98,7 +104,7 @@ def plan_batches(windows: Sequence[Window], token_budget: int) -> list[list[int]
     current: list[int] = []
     current_width = 0
     for index in order:
-        width = len(windows[index].token_ids) + 1  # + BOS
+        width = len(windows[index].token_ids) + extra  # + BOS or a frame's suffix
         padded_width = max(current_width, width)
         if current and padded_width * (len(current) + 1) > token_budget:
             batches.append(current)
@@ -110,26 +116,40 @@ def plan_batches(windows: Sequence[Window], token_budget: int) -> list[list[int]
     return batches
 
 
-def make_batch(windows: Sequence[Window], indices: list[int], tokenizer: Tokenizer) -> TokenBatch:
+def make_batch(
+    windows: Sequence[Window],
+    indices: list[int],
+    tokenizer: Tokenizer,
+    suffix: Sequence[int] | None = None,
+) -> TokenBatch:
     """Right-pad the chosen windows into arrays. Right padding keeps every real token's
-    position and causal context identical to an unpadded run."""
-    bos = tokenizer.bos_token_id
+    position and causal context identical to an unpadded run.
+
+    Without a `suffix` each window starts with BOS; with one (a frame's, whose prefix the
+    model holds in its cache) each window is followed by it instead."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    prefix = [bos] if bos is not None else []
-    width = max(len(windows[i].token_ids) for i in indices) + len(prefix)
+    bos = tokenizer.bos_token_id
+    lead = [bos] if suffix is None and bos is not None else []
+    tail = list(suffix or ())
+    width = max(len(windows[i].token_ids) for i in indices) + len(lead) + len(tail)
     input_ids = np.full((len(indices), width), pad if pad is not None else 0, dtype=np.int64)
     attention = np.zeros((len(indices), width), dtype=np.int64)
     pool_mask = np.zeros((len(indices), width), dtype=bool)
     for row, index in enumerate(indices):
-        ids = prefix + list(windows[index].token_ids)
+        text = list(windows[index].token_ids)
+        ids = lead + text + tail
         input_ids[row, : len(ids)] = ids
         attention[row, : len(ids)] = 1
-        pool_mask[row, len(prefix) : len(ids)] = True
+        pool_mask[row, len(lead) : len(lead) + len(text)] = True
     return TokenBatch(indices, input_ids, attention, pool_mask)
 
 
 def iter_batches(
-    windows: Sequence[Window], tokenizer: Tokenizer, token_budget: int
+    windows: Sequence[Window],
+    tokenizer: Tokenizer,
+    token_budget: int,
+    suffix: Sequence[int] | None = None,
 ) -> Iterator[TokenBatch]:
-    for indices in plan_batches(windows, token_budget):
-        yield make_batch(windows, indices, tokenizer)
+    extra = 1 if suffix is None else len(suffix)
+    for indices in plan_batches(windows, token_budget, extra):
+        yield make_batch(windows, indices, tokenizer, suffix)

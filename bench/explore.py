@@ -1,7 +1,7 @@
 """Which views carry the signal? One extraction, many codebook configurations.
 
 Runs (or reads from the activation cache) the framed model over the same sample as
-bench/quality.py, then scores codebook configurations (which views, novelty terms, rank)
+bench/quality.py, then scores codebook configurations (which views, novelty terms, a discriminant axis, rank)
 with the same leave-one-group-out protocol, without running the model again: one line of
 pooled held-out figures per configuration.
 
@@ -41,43 +41,23 @@ class Variant:
 
 def variants(layers: list[int]) -> list[Variant]:
     means = [f"mean{layer}" for layer in layers]
-    finals = [f"final{layer}" for layer in layers]
-    deep = layers[-1]
+    deep = f"final{layers[-1]}"
+    plain = {"discriminant": False}
+    chosen = ["attention", "mean8", "mean16"]
     return [
-        Variant("means (framed), novelty", {"views": means, "novelty": True}),
-        Variant("means (framed)", {"views": means}),
-        Variant("attention", {"views": ["attention"]}),
-        Variant("attention, novelty", {"views": ["attention"], "novelty": True}),
-        Variant("finals", {"views": finals}),
-        Variant(f"final{deep}", {"views": [f"final{deep}"]}),
-        Variant("attention + mean8, mean16", {"views": ["attention", "mean8", "mean16"]}),
-        Variant(
-            "attention + mean8, mean16, novelty",
-            {"views": ["attention", "mean8", "mean16"], "novelty": True},
-        ),
-        Variant("attention + means", {"views": ["attention", *means]}),
-        Variant(f"attention + final{deep}", {"views": ["attention", f"final{deep}"]}),
-        Variant(
-            f"attention + mean8, mean16 + final{deep}",
-            {"views": ["attention", "mean8", "mean16", f"final{deep}"]},
-        ),
-        Variant("attention + means + finals", {"views": ["attention", *means, *finals]}),
-        Variant(
-            "attention + mean8, mean16, rank 24",
-            {"views": ["attention", "mean8", "mean16"], "rank": 24},
-        ),
-        Variant(
-            "attention + mean8, mean16, per-component combiner",
-            {"views": ["attention", "mean8", "mean16"], "combiner": "components"},
-        ),
-        Variant(
-            "attention + mean8, mean16, hard benign x5",
-            {"views": ["attention", "mean8", "mean16"], "hard_benign_weight": 5.0},
-        ),
-        Variant(
-            "attention, per-component combiner",
-            {"views": ["attention"], "combiner": "components"},
-        ),
+        Variant("means (framed), novelty", {"views": means, "novelty": True, **plain}),
+        Variant("means (framed)", {"views": means, **plain}),
+        Variant("attention", {"views": ["attention"], **plain}),
+        Variant("attention, novelty", {"views": ["attention"], "novelty": True, **plain}),
+        Variant("attention, discriminant", {"views": ["attention"]}),
+        Variant(deep, {"views": [deep], **plain}),
+        Variant("attention + mean8, mean16", {"views": chosen, **plain}),
+        Variant("attention + mean8, mean16, novelty", {"views": chosen, "novelty": True, **plain}),
+        Variant("attention + means", {"views": ["attention", *means], **plain}),
+        Variant(f"attention + {deep}", {"views": ["attention", deep], **plain}),
+        Variant("attention + mean8, mean16, discriminant", {"views": chosen}),
+        Variant(f"attention + mean8, mean16 + {deep}, discriminant", {"views": [*chosen, deep]}),
+        Variant("attention + mean8, mean16, discriminant, rank 24", {"views": chosen, "rank": 24}),
     ]
 
 

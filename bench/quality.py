@@ -13,7 +13,8 @@ out; pooled figures put those scores together. The same splits feed the methods 
 
 - `codebook`: the configured codebook (config.toml / --config), its own views;
 - `v1`: the recipe of the previous shipped codebook cb-49fcc4c6dcf7 refitted on the same
-  folds (unframed windows, mean-pooled layers 4, 8, 12, 16, novelty terms);
+  folds (unframed windows, mean-pooled layers 4, 8, 12, 16, novelty terms, principal
+  axes only);
 - `probe`: a logistic probe on the same views as `codebook` (window level, document =
   worst window);
 - `tfidf`: TF-IDF + logistic regression on the text.
@@ -138,6 +139,7 @@ def v1_settings(settings: Settings) -> Settings:
     v1.windows.framed = False
     v1.codebook.views = list(V1_VIEWS)
     v1.codebook.novelty = True
+    v1.codebook.discriminant = False
     return v1
 
 
@@ -303,7 +305,8 @@ def render(
         f"Codebook configuration: layers {settings.model.layers}, windows "
         f"{settings.windows.size}/{settings.windows.stride} tokens "
         f"{'inside the task frame' if settings.windows.framed else 'unframed'}, views "
-        f"{', '.join(c.views)}, novelty {'on' if c.novelty else 'off'}, rank {c.rank}, "
+        f"{', '.join(c.views)}, novelty {'on' if c.novelty else 'off'}, discriminant axis "
+        f"{'on' if c.discriminant else 'off'}, rank {c.rank}, "
         f"smoothing {c.smoothing}, flag at {c.flag_fpr:.1%} benign FPR. Sample: at most "
         f"{args.per_file} rows per corpus file (seed {c.seed}) and "
         f"{args.poison_per_group} poisoned documents per attack group with their clean "

@@ -52,7 +52,8 @@ def test_truncated_model_matches_full_model_at_kept_layers(
     )
     for layer in detector.layers:
         expected = states[layer][0, 1:].mean(dim=0).numpy()  # mean over text tokens, no BOS
-        np.testing.assert_allclose(features.views[f"mean{layer}"][0], expected, rtol=1e-4, atol=1e-5)
+        got = features.views[f"mean{layer}"][0]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_framed_views_match_the_full_model_reading_the_whole_prompt(

@@ -50,9 +50,6 @@ class CodebookMeta(BaseModel):
     framed: bool
     views: list[str]
     novelty: bool
-    # "views": the combiner weighs each view's summed log-likelihood ratio; "components":
-    # each component's
-    combiner: str = "views"
     pooling: str
     window_size: int
     window_stride: int
@@ -79,24 +76,17 @@ class Codebook:
         return self.meta.signals
 
     def view_scores(self, views: dict[str, np.ndarray]) -> np.ndarray:
-        """Per window: each signal's log-likelihood ratios (one per view, or one per view
-        and component with the `components` combiner), then (if the codebook uses novelty)
-        each view's novelty. -> (windows, signals * columns_per_signal [+ views])."""
+        """Per window: each signal's log-likelihood ratio in each view, then (if the codebook
+        uses novelty) each view's novelty. -> (windows, signals * views [+ views])."""
         llrs: list[np.ndarray] = []
         novelties: list[np.ndarray] = []
         for name in self.meta.views:
-            llr, novelty = self._view_scores(name, views[name])  # (windows, signals, comps)
-            llrs.append(llr if self.meta.combiner == "components" else llr.sum(axis=2)[..., None])
+            llr, novelty = self._view_scores(name, views[name])
+            llrs.append(llr)
             novelties.append(novelty[:, None])
-        # order: signal-major, then view (then component); matches the combiner's columns
-        by_signal = np.concatenate(llrs, axis=2).reshape(llrs[0].shape[0], -1)
+        # order: signal-major, then view; matches the combiner's weight columns
+        by_signal = np.stack(llrs, axis=2).reshape(llrs[0].shape[0], -1)
         return np.concatenate([by_signal, *novelties], axis=1) if self.meta.novelty else by_signal
-
-    @property
-    def columns_per_signal(self) -> int:
-        if self.meta.combiner != "components":
-            return len(self.meta.views)
-        return sum(int(self.tensors[f"{name}.basis"].shape[1]) for name in self.meta.views)
 
     def _view_scores(self, name: str, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t = self.tensors
@@ -111,11 +101,13 @@ class Codebook:
         # one component outvote all the others.
         llr = np.stack(
             [
-                np.clip(lookup(tables[c], low, high, coords) - benign, -LLR_CLIP, LLR_CLIP)
+                np.clip(lookup(tables[c], low, high, coords) - benign, -LLR_CLIP, LLR_CLIP).sum(
+                    axis=1
+                )
                 for c in range(1, tables.shape[0])
             ],
             axis=1,
-        )  # (windows, signals, components)
+        )  # (windows, signals)
         residual = np.linalg.norm(standard - coords @ basis.T, axis=1)
         centre, spread = t[prefix + "residual_stats"]
         novelty = (np.log(residual + 1e-6) - centre) / spread

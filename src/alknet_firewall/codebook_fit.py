@@ -76,7 +76,6 @@ def fit_codebook(
         framed=windows.framed,
         views=list(settings.views),
         novelty=settings.novelty,
-        combiner=settings.combiner,
         pooling=windows.pooling,
         window_size=windows.size,
         window_stride=windows.stride,
@@ -88,9 +87,7 @@ def fit_codebook(
         data_digest=rows.digest(),
     )
     draft = Codebook(meta, tensors)
-    tensors |= fit_combiners(
-        draft, features, window_class, part == 1, len(signals), settings.hard_benign_weight
-    )
+    tensors |= fit_combiners(draft, features, window_class, part == 1, len(signals))
     codebook = Codebook(meta, tensors)
 
     held_out = np.flatnonzero(part == 2)
@@ -158,7 +155,15 @@ def fit_view(
     # magnitudes that would otherwise take over the basis.
     scale = vectors.std(axis=0) + 1e-3
     standard = (vectors - mean) / scale
-    basis = principal_axes(standard, classes, n_classes, settings.rank, settings.seed)
+    if settings.discriminant:
+        # The direction that best separates attacks from benign text leads the basis; the
+        # principal axes of what is left of the vectors fill it up.
+        direction = discriminant_axis(standard, classes, settings.seed)
+        rest = standard - np.outer(standard @ direction, direction)
+        axes = principal_axes(rest, classes, n_classes, settings.rank - 1, settings.seed)
+        basis = np.concatenate([direction[:, None], axes], axis=1)
+    else:
+        basis = principal_axes(standard, classes, n_classes, settings.rank, settings.seed)
     coords = standard @ basis
     low, high = grid_bounds(coords)
     tables = np.zeros((n_classes, basis.shape[1], settings.grid_points), dtype=np.float32)
@@ -205,23 +210,34 @@ def principal_axes(
     return vt[: min(rank, vt.shape[0])].T
 
 
+def discriminant_axis(standard: np.ndarray, classes: np.ndarray, seed: int) -> np.ndarray:
+    """Unit weight vector of a strongly regularised logistic regression, attack vs benign,
+    on a class-balanced sample of rows."""
+    rng = np.random.default_rng(seed)
+    benign, attacks = np.flatnonzero(classes == 0), np.flatnonzero(classes > 0)
+    per_class = MAX_SVD_ROWS // 2
+    chosen = np.concatenate(
+        [rng.choice(m, size=min(per_class, m.size), replace=False) for m in (benign, attacks)]
+    )
+    model = LogisticRegression(C=0.05, class_weight="balanced", max_iter=2000)
+    model.fit(standard[chosen], classes[chosen] > 0)
+    weights = model.coef_[0]
+    return np.asarray(weights / np.linalg.norm(weights))
+
+
 def fit_combiners(
     draft: Codebook,
     features: WindowFeatures,
     all_window_class: np.ndarray,
     in_part: np.ndarray,
     n_signals: int,
-    hard_benign_weight: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Per signal, a logistic regression on the view scores: benign windows against the
     most telling window of each document of that signal (an attack document's other
-    windows may be perfectly ordinary text, unless its payload is known).
-
-    With `hard_benign_weight` > 1 the fit is repeated with the benign windows that scored
-    highest (the top 2%, where a 1% threshold falls) weighted that much more."""
+    windows may be perfectly ordinary text, unless its payload is known)."""
     windows = np.flatnonzero(in_part[features.doc])
     layer_scores = draft.view_scores(features.rows(windows).views)
-    per_signal = draft.columns_per_signal
+    per_signal = len(draft.meta.views)
     window_doc = features.doc[windows]
     window_class = all_window_class[windows]
     benign = window_class == 0
@@ -236,11 +252,6 @@ def fit_combiners(
         y = np.concatenate([np.zeros(benign.sum()), np.ones(positive.size)])
         model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
         model.fit(x, y)
-        if hard_benign_weight > 1.0:
-            logits = model.decision_function(x[y == 0])
-            weight = np.ones(y.size)
-            weight[: benign.sum()][logits >= np.quantile(logits, 0.98)] = hard_benign_weight
-            model.fit(x, y, sample_weight=weight)
         weights[signal] = model.coef_[0]
         bias[signal] = model.intercept_[0]
     return {"combiner.weights": weights, "combiner.bias": bias}

@@ -52,7 +52,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 def run_enqueue(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from producer.enqueue import QueueUnavailable, enqueue
+    from alknet_firewall.errors import QueueUnavailable
+    from producer.enqueue import enqueue
 
     settings = _settings(args)
     with tqdm(unit="doc", desc=f"enqueue {args.job}", file=sys.stderr) as bar:

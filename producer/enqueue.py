@@ -30,6 +30,7 @@ from kombu.utils.url import maybe_sanitize_url
 from redis.exceptions import AuthenticationError
 
 from alknet_firewall.config import Settings
+from alknet_firewall.errors import QueueUnavailable
 from alknet_firewall.rows import result_row
 from alknet_firewall.schema import Document, Verdict
 from alknet_firewall.sources import Format, Record, SourceError, error_row, read_records
@@ -47,10 +48,6 @@ _UNREACHABLE: tuple[type[Exception], ...] = (
     BatchPublishError,
 )
 _TASK_IDS = uuid.UUID("6f1d1c0e-5a7b-4c55-9a59-0d6b1f4d2e11")  # namespace of task ids
-
-
-class QueueUnavailable(RuntimeError):
-    """Redis (broker or results) stayed unreachable through every retry."""
 
 
 @dataclass(slots=True)

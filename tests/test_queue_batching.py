@@ -8,9 +8,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from alknet_firewall.errors import ScreeningError
 from alknet_firewall.schema import Verdict
 from tests.queue_helpers import FakeScreener, fake_verdict
-from worker.batching import BatchStats, MicroBatcher, ScreeningError
+from worker.batching import BatchStats, MicroBatcher
 
 
 def make_batcher(

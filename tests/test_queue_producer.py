@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from alknet_firewall.errors import QueueUnavailable
 from producer import cli
-from producer.enqueue import QueueUnavailable, enqueue
+from producer.enqueue import enqueue
 from producer.jobs import JobBook
 from tests.queue_helpers import ROOT, Namespace, namespace
 from worker.store import ResultStore

@@ -31,6 +31,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from alknet_firewall.errors import ScreeningError
 from alknet_firewall.schema import Verdict
 
 REASON_MAX_CHARS = 500
@@ -45,10 +46,6 @@ class Screener(Protocol):
     def screen_batch(self, texts: Sequence[str]) -> list[Verdict]: ...
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
-
-
-class ScreeningError(Exception):
-    """The model raised on this document screened alone; the message says what it raised."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,10 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import Reject
 
+from alknet_firewall.errors import ScreeningError
 from alknet_firewall.schema import Document
 from worker import metrics, runtime
 from worker.app import TASK_NAME
-from worker.batching import ScreeningError
 from worker.store import TRANSIENT_ERRORS
 
 

@@ -15,7 +15,8 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from alknet_firewall.config import ConfigError, Settings, load_settings
+from alknet_firewall.config import Settings, load_settings
+from alknet_firewall.errors import AlknetError, InputError
 
 if TYPE_CHECKING:
     from alknet_firewall.sources import Record
@@ -33,12 +34,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
-        print(f"alknet-firewall: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not user_error(exc):
+            raise  # a bug: its traceback is what the report needs
+        print(f"alknet-firewall: {_one_line(exc)}", file=sys.stderr)
+        return 2
     return code
+
+
+def user_error(exc: BaseException) -> bool:
+    """Whether `exc` is something the user can fix, to print as one line.
+
+    CodebookError is named apart because codebook.py does not derive it from AlknetError
+    yet; it is only looked up when that module was loaded, so `--help` stays light.
+    """
+    if isinstance(exc, AlknetError):
+        return True
+    codebook = sys.modules.get("alknet_firewall.codebook")
+    return codebook is not None and isinstance(exc, codebook.CodebookError)
+
+
+def _one_line(exc: BaseException) -> str:
+    # Messages that quote a path or a parse error may hold newlines: one line on stderr
+    # keeps log collectors and `2>&1 | tail -1` readable.
+    return " ".join(str(exc).split())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,8 +130,7 @@ def run_screen(args: argparse.Namespace) -> int:
     try:
         records = read_records(args.input, fmt=args.format, max_chars=settings.limits.max_chars)
     except (OSError, ValueError) as exc:
-        print(f"alknet-firewall screen: {exc}", file=sys.stderr)
-        return 2
+        raise InputError(f"cannot read {args.input}: {exc}") from exc
     firewall = Firewall.from_settings(settings)
     failed = screened = 0
     with (

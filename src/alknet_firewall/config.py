@@ -28,7 +28,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from alknet_firewall.errors import ConfigError
 from alknet_firewall.queue_settings import QueueSettings
+
+__all__ = ["ConfigError", "Settings", "find_config_file", "load_settings"]
 
 DEFAULT_CACHE_DIR = "~/.cache/alknet-firewall"
 
@@ -132,10 +135,6 @@ class Settings(BaseSettings):
         # The file's values arrive as init arguments (see load_settings); listing the
         # environment first makes ALKNET_* variables win over the file.
         return (env_settings, init_settings)
-
-
-class ConfigError(ValueError):
-    """config.toml or an environment variable holds a value that does not validate."""
 
 
 def find_config_file(path: str | Path | None = None) -> Path | None:

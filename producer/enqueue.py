@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -31,14 +30,15 @@ from redis.exceptions import AuthenticationError
 
 from alknet_firewall.config import Settings
 from alknet_firewall.errors import QueueUnavailable
-from alknet_firewall.rows import result_row
+from alknet_firewall.queue.app import FirewallApp, create_app
+from alknet_firewall.queue.broker import queue_length
+from alknet_firewall.queue.jobs import JobBook, Lookup
+from alknet_firewall.queue.keys import JobField, check_job_name, error_field, result_field
+from alknet_firewall.queue.message import TASK_NAME, ScreenMessage, task_id
+from alknet_firewall.queue.store import TRANSIENT_ERRORS, ResultStore, redis_client
+from alknet_firewall.rows import result_row, unreadable_row
 from alknet_firewall.schema import Document, Verdict
-from alknet_firewall.sources import Format, Record, SourceError, error_row, read_records
-from producer.jobs import JobBook, Lookup
-from worker.app import TASK_NAME, FirewallApp, create_app
-from worker.broker import queue_length
-from worker.keys import check_job_name, error_field, result_field
-from worker.store import TRANSIENT_ERRORS, ResultStore, redis_client
+from alknet_firewall.sources import Format, Record, SourceError, read_records
 
 T = TypeVar("T")
 # What the producer retries with backoff: Redis away, or a publish pipeline that failed.
@@ -47,7 +47,6 @@ _UNREACHABLE: tuple[type[Exception], ...] = (
     OperationalError,
     BatchPublishError,
 )
-_TASK_IDS = uuid.UUID("6f1d1c0e-5a7b-4c55-9a59-0d6b1f4d2e11")  # namespace of task ids
 
 
 @dataclass(slots=True)
@@ -70,11 +69,6 @@ class _Chunk:
     rows: list[tuple[str, dict[str, object]]] = dataclasses.field(default_factory=list)
     skipped: int = 0
     read_errors: int = 0
-
-
-def task_id(job: str, field: str) -> str:
-    """The same id for the same document of the same job: Flower shows resends as one."""
-    return str(uuid.uuid5(_TASK_IDS, f"{job}\n{field}"))
 
 
 class Enqueuer:
@@ -111,9 +105,13 @@ class Enqueuer:
         self._retry(lambda: self._publish(work.to_send))
         self.report.sent += len(work.to_send)
         self._retry(lambda: self._store_rows(work.rows))
-        counts = {"read": len(chunk), "sent": len(work.to_send)}
-        counts |= {"skipped": work.skipped, "read_errors": work.read_errors}
-        self._retry(lambda: self.book.add_counts(self.job, **counts))
+        counts = {
+            JobField.READ: len(chunk),
+            JobField.SENT: len(work.to_send),
+            JobField.SKIPPED: work.skipped,
+            JobField.READ_ERRORS: work.read_errors,
+        }
+        self._retry(lambda: self.book.add_counts(self.job, counts))
         self.report.read += len(chunk)
         self.report.skipped += work.skipped
         self.report.read_errors += work.read_errors
@@ -125,7 +123,7 @@ class Enqueuer:
             for doc, field in docs:
                 self.app.send_task(
                     TASK_NAME,
-                    kwargs={"job": self.job, "doc_id": doc.id, "text": doc.text, "meta": doc.meta},
+                    kwargs=ScreenMessage.of(self.job, doc).kwargs(),
                     task_id=task_id(self.job, field),
                     queue=self.q.queue,
                     producer=producer,
@@ -202,8 +200,7 @@ def _sort_out(
     for (_, record), (field, _, _), lookup in zip(chunk, entries, found, strict=True):
         if isinstance(record, SourceError):
             work.read_errors += 1
-            row = {**error_row(record), "codebook_version": codebook}
-            work.rows.append((field, row))
+            work.rows.append((field, unreadable_row(record, codebook)))
         elif lookup.done:
             work.skipped += 1
         elif lookup.cached is not None:

@@ -23,7 +23,7 @@ import redis
 
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.schema import Alarm, Decision, Verdict
-from worker.batching import Screener
+from alknet_firewall.screening import Screener
 
 REDIS_URL = "redis://127.0.0.1:6379/7"  # the queue tests' database; keys are prefixed
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,9 +24,11 @@ import pytest
 
 from alknet_firewall.config import Settings
 from alknet_firewall.firewall import Firewall
+from alknet_firewall.queue.jobs import JobBook
+from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.schema import Verdict
+from alknet_firewall.screening import Screener
 from producer.enqueue import enqueue
-from producer.jobs import JobBook
 from tests.queue_helpers import (
     ROOT,
     FakeScreener,
@@ -37,9 +39,7 @@ from tests.queue_helpers import (
     namespace,
     worker_process,
 )
-from worker.batching import Screener
 from worker.runtime import OVERRUN_EXIT_CODE
-from worker.store import ResultStore
 
 pytestmark = pytest.mark.redis
 

@@ -100,8 +100,8 @@ def test_a_failing_document_does_not_fail_its_batch() -> None:
     with pytest.raises(ScreeningError, match="model error: RuntimeError: the fake model chokes"):
         futures[1].result(timeout=5)
     batcher.close()
-    assert screener.batches == [3, 1, 1, 1]  # the batch, then each member alone
-    assert [s.ok for s in stats] == [False, True, False, True]
+    assert screener.batches == [3, 1, 2, 1, 1]  # the batch, then halves down to the culprit
+    assert [s.ok for s in stats] == [False, True, False, False, True]
 
 
 def test_a_solo_document_never_shares_a_batch() -> None:

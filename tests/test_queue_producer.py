@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from alknet_firewall.errors import QueueUnavailable
+from alknet_firewall.queue.jobs import JobBook
+from alknet_firewall.queue.store import ResultStore
 from producer import cli
 from producer.enqueue import enqueue
-from producer.jobs import JobBook
 from tests.queue_helpers import ROOT, Namespace, namespace
-from worker.store import ResultStore
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def write_jsonl(path: Path, n: int, **extra: object) -> Path:
 def test_the_producer_never_imports_torch() -> None:
     code = (
         "import sys, producer.cli, producer.enqueue, producer.status, producer.export, "
-        "worker.app, worker.celery; "
+        "alknet_firewall.queue.app, alknet_firewall.queue.jobs, worker.celery; "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch!'"
     )
     env = {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"}
@@ -71,7 +71,7 @@ def test_unreadable_records_become_error_rows(ns: Namespace, tmp_path: Path) -> 
     assert rows[0] is None  # "ok" is waiting for a worker
     assert rows[1] is not None and rows[1]["decision"] == "error"
     assert "not valid JSON" in rows[1]["error"]
-    assert rows[2] is not None and "over the limit" in rows[2]["error"]
+    assert rows[2] is not None and "limits.max_chars is" in rows[2]["error"]
 
 
 def test_backpressure_holds_the_producer_until_the_queue_shrinks(

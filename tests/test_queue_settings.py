@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from alknet_firewall.queue_settings import QueueSettings
-from worker.broker import transport_options
+from alknet_firewall.queue.broker import transport_options
+from alknet_firewall.queue.settings import QueueSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,10 +27,10 @@ import redis
 
 from alknet_firewall.config import load_settings
 from alknet_firewall.firewall import Firewall
+from alknet_firewall.queue.app import create_app
 from tests.queue_helpers import ROOT, Namespace, WorkerProcess, fake_verdict, worker_process
 from tests.test_faults_redis import RedisServer, own_namespace, redis_server, write_corpus
 from tests.tiny import tiny_settings
-from worker.app import create_app
 
 needs_redis_server = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="needs redis-server"

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alknet_firewall.schema import Document
-from alknet_firewall.sources import Record, SourceError, error_row, read_records
+from alknet_firewall.sources import Record, SourceError, read_records
 
 # --- helpers -----------------------------------------------------------------------------
 
@@ -232,7 +232,7 @@ def test_a_ten_megabyte_line_is_read(tmp_path: Path) -> None:
 def test_text_over_max_chars_is_an_error(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "in.jsonl", [{"id": "a", "text": "x" * 101}, {"text": "ok"}])
     records = read(path, max_chars=100)
-    assert only_error(records).reason == "text is 101 characters, over the limit of 100"
+    assert only_error(records).reason == "text has 101 characters; limits.max_chars is 100"
     assert len(records) == 2
 
 
@@ -300,17 +300,6 @@ def test_format_must_fit_the_path(tmp_path: Path) -> None:
 def test_other_suffixes_read_as_jsonl(tmp_path: Path, name: str) -> None:
     path = write_lines(tmp_path / name, [{"id": "a", "text": "x"}])
     assert [d.id for d in docs(read(path))] == ["a"]
-
-
-def test_error_row() -> None:
-    err = SourceError("in.jsonl", 3, "a1", "empty text")
-    assert error_row(err) == {
-        "id": "a1",
-        "line": 3,
-        "location": "in.jsonl",
-        "decision": "error",
-        "error": "empty text",
-    }
 
 
 def test_importing_sources_loads_no_model_stack() -> None:
@@ -522,7 +511,7 @@ def test_folder_file_over_the_size_limit(tmp_path: Path) -> None:
     (tmp_path / "chars.txt").write_text("é" * 150)  # 300 bytes, 150 characters
     big, chars = read(tmp_path, max_chars=100)
     assert isinstance(big, SourceError) and big.reason.startswith("file is 500 bytes")
-    assert isinstance(chars, SourceError) and chars.reason.startswith("text is 150 characters")
+    assert isinstance(chars, SourceError) and chars.reason.startswith("text has 150 characters")
 
 
 # --- properties and fuzzing ------------------------------------------------------------------

@@ -14,6 +14,8 @@ Local run, everything on one machine (Redis on 127.0.0.1:6379):
 from __future__ import annotations
 
 from alknet_firewall.config import load_settings
-from worker.app import create_app
+from alknet_firewall.queue.app import create_app
 
-app = create_app(load_settings())
+TASK_MODULES = ("worker.tasks",)  # the task body: model, batcher, store
+
+app = create_app(load_settings(), include=TASK_MODULES)

@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run_worker(args: argparse.Namespace) -> int:
     from alknet_firewall.config import load_settings
-    from worker.app import create_app
+    from alknet_firewall.queue.app import create_app
+    from worker.celery import TASK_MODULES
 
     settings = load_settings(getattr(args, "config", None))
     worker = settings.queue.worker.model_copy(
@@ -50,7 +51,7 @@ def run_worker(args: argparse.Namespace) -> int:
     model = settings.model.model_copy(update={"device": args.device or settings.model.device})
     queue = settings.queue.model_copy(update={"worker": worker})
     settings = settings.model_copy(update={"queue": queue, "model": model})
-    app = create_app(settings)
+    app = create_app(settings, include=TASK_MODULES)
     app.worker_main(
         [
             "worker",

@@ -19,12 +19,13 @@ from celery.concurrency import get_implementation
 from celery.signals import worker_init, worker_shutdown
 
 from alknet_firewall.config import Settings
+from alknet_firewall.queue.broker import queue_length
+from alknet_firewall.queue.keys import Keys
+from alknet_firewall.queue.store import ResultStore, redis_client
+from alknet_firewall.screening import Screener
 from worker import metrics
-from worker.batching import MicroBatcher, Screener
-from worker.broker import queue_length
-from worker.keys import Keys
+from worker.batching import MicroBatcher
 from worker.screening import Screening
-from worker.store import ResultStore, redis_client
 
 log = logging.getLogger(__name__)
 

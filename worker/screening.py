@@ -16,12 +16,13 @@ from enum import StrEnum
 from typing import TypeVar
 
 from alknet_firewall.errors import ScreeningError
-from alknet_firewall.queue_settings import WorkerSettings
+from alknet_firewall.queue.keys import result_field
+from alknet_firewall.queue.settings import WorkerSettings
+from alknet_firewall.queue.store import ResultStore, with_retries
 from alknet_firewall.rows import result_row
 from alknet_firewall.schema import Document, Verdict
-from worker.batching import REASON_MAX_CHARS, MicroBatcher, Screener
-from worker.keys import result_field
-from worker.store import ResultStore, with_retries
+from alknet_firewall.screening import REASON_MAX_CHARS, Screener
+from worker.batching import MicroBatcher
 
 T = TypeVar("T")
 

@@ -15,21 +15,21 @@ from celery import Task, shared_task
 from celery.exceptions import Reject
 
 from alknet_firewall.errors import ScreeningError
-from alknet_firewall.schema import Document
+from alknet_firewall.queue.message import TASK_NAME, ScreenMessage
+from alknet_firewall.queue.store import TRANSIENT_ERRORS
 from worker import metrics, runtime
-from worker.app import TASK_NAME
-from worker.store import TRANSIENT_ERRORS
 
 
 @shared_task(bind=True, name=TASK_NAME)  # type: ignore[untyped-decorator]  # Celery: no hints
-def screen(task: Task, job: str, doc_id: str, text: str, meta: dict[str, Any]) -> str:
-    """Screen one document of `job` and store its row; returns how it ended."""
+def screen(task: Task, **kwargs: Any) -> str:
+    """Screen one document and store its row in its job; returns how it ended."""
+    message = ScreenMessage.model_validate(kwargs)
     rt = runtime.current()
     limits = rt.settings.queue.worker
     retries = int(task.request.retries)
-    doc = Document(id=doc_id, text=text, meta=meta)
+    may_retry = retries < limits.model_retries
     try:
-        outcome = rt.screening.handle(job, doc, may_retry=retries < limits.model_retries)
+        outcome = rt.screening.handle(message.job, message.document, may_retry=may_retry)
     except ScreeningError as exc:
         delay = min(limits.retry_backoff_s * 2**retries, limits.retry_backoff_max_s)
         raise task.retry(exc=exc, countdown=delay, max_retries=limits.model_retries) from exc

@@ -29,7 +29,8 @@ from pydantic_settings import (
 )
 
 from alknet_firewall.errors import ConfigError
-from alknet_firewall.queue_settings import QueueSettings
+from alknet_firewall.queue.settings import QueueSettings
+from alknet_firewall.validation import DEFAULT_MAX_CHARS
 
 __all__ = ["ConfigError", "Settings", "find_config_file", "load_settings"]
 
@@ -94,7 +95,7 @@ class BatchSettings(Section):
 
 
 class LimitSettings(Section):
-    max_chars: int = Field(default=1_000_000, ge=1)
+    max_chars: int = Field(default=DEFAULT_MAX_CHARS, ge=1)
 
 
 class CodebookSettings(Section):

@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from alknet_firewall.codebook import Codebook
+from alknet_firewall.codebook_settings import fitted_settings
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.features import extract
 from alknet_firewall.model import DetectorModel, TransformersDetector, forward_token_budget
 from alknet_firewall.schema import Alarm, Decision, Verdict
 from alknet_firewall.scoring import DocumentScores, score_documents
+from alknet_firewall.validation import text_problem
 
 PACKAGED_CODEBOOK = Path(__file__).parent / "data" / "codebook"
 # Scores are reported to 4 decimals: beyond that they carry float noise from batch
@@ -25,31 +27,16 @@ class Firewall:
 
     def __init__(self, model: DetectorModel, codebook: Codebook, settings: Settings) -> None:
         codebook.check_model(model.model_id, model.weight_digest, list(model.layers))
-        meta = codebook.meta
-        if (meta.window_size, meta.window_stride, meta.pooling) != (
-            settings.windows.size,
-            settings.windows.stride,
-            settings.windows.pooling,
-        ):
-            # The codebook's numbers only mean something for the windows it was fitted on.
-            settings = settings.model_copy(deep=True)
-            settings.windows.size = meta.window_size
-            settings.windows.stride = meta.window_stride
-            settings.windows.pooling = meta.pooling  # type: ignore[assignment]
         self.model = model
         self.codebook = codebook
-        self.settings = settings
+        self.settings = fitted_settings(settings, codebook.meta)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Firewall:
         """Load the configured model (converting it on first use) and codebook."""
         settings = settings or load_settings()
         codebook = load_codebook(settings)
-        if codebook.meta.layers != settings.model.layers:
-            # Like its windows, a codebook's layers are part of what its numbers mean: run
-            # the model up to the layers it was fitted on, whatever [model] layers says.
-            settings = settings.model_copy(deep=True)
-            settings.model.layers = list(codebook.meta.layers)
+        settings = fitted_settings(settings, codebook.meta)
         model = TransformersDetector.from_settings(settings.model)
         return cls(model, codebook, settings)
 
@@ -96,16 +83,8 @@ class Firewall:
         return [len(ids) for ids in encoded["input_ids"]]
 
     def _refuse(self, text: object) -> Verdict | None:
-        if not isinstance(text, str):
-            reason = f"text must be a string, got {type(text).__name__}"
-        elif not text.strip():
-            reason = "empty text"
-        elif len(text) > self.settings.limits.max_chars:
-            limit = self.settings.limits.max_chars
-            reason = f"text has {len(text):,} characters; limits.max_chars is {limit:,}"
-        else:
-            return None
-        return Verdict.failed(reason, self.codebook_version)
+        reason = text_problem(text, self.settings.limits.max_chars)
+        return None if reason is None else Verdict.failed(reason, self.codebook_version)
 
     def _verdict(self, scores: DocumentScores, row: int, tokens: int, windows: int) -> Verdict:
         if not scores.has_windows[row]:

@@ -25,18 +25,18 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TypeAlias
+from typing import Any, BinaryIO, Literal, TypeAlias, get_args
 
 from alknet_firewall.schema import Document
+from alknet_firewall.validation import DEFAULT_MAX_CHARS, text_problem
 
-__all__ = ["Format", "Record", "SourceError", "error_row", "read_records"]
+__all__ = ["FORMATS", "Format", "Record", "SourceError", "read_records"]
 
 Format: TypeAlias = Literal["auto", "jsonl", "csv", "dir", "chat"]
+FORMATS: tuple[Format, ...] = get_args(Format)  # the CLI's --format choices
 
-DEFAULT_MAX_CHARS = 1_000_000
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
 
-_FORMATS = ("auto", "jsonl", "csv", "dir", "chat")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _UTF8_BOM = b"\xef\xbb\xbf"
 # UTF-32-LE's mark starts with UTF-16-LE's, so these two prefixes cover all four.
@@ -75,17 +75,6 @@ class SourceError:
 Record: TypeAlias = Document | SourceError
 
 
-def error_row(err: SourceError) -> dict[str, object]:
-    """The CLI's output row for a record that could not be screened."""
-    return {
-        "id": err.id,
-        "line": err.line,
-        "location": err.location,
-        "decision": "error",
-        "error": err.reason,
-    }
-
-
 def read_records(
     source: str | Path,
     *,
@@ -110,8 +99,8 @@ def read_records(
     id becomes a SourceError. Reading CSV raises the process-wide `csv.field_size_limit`
     to at least `max_chars + 1` (never lowers it).
     """
-    if fmt not in _FORMATS:
-        raise ValueError(f"unknown input format {fmt!r}: use one of {', '.join(_FORMATS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown input format {fmt!r}: use one of {', '.join(FORMATS)}")
     if max_chars < 1 or max_line_bytes < 1:
         raise ValueError("max_chars and max_line_bytes must be at least 1")
     limits = _Limits(text_field, id_field, max_chars, max_line_bytes)
@@ -195,14 +184,6 @@ def _read_stream(
 def _display(path: str | Path) -> str:
     """The path as printable text: undecodable bytes in file names become U+FFFD."""
     return os.fsencode(path).decode("utf-8", errors="replace")
-
-
-def _text_problem(text: str, max_chars: int) -> str | None:
-    if not text.strip():
-        return "empty text"
-    if len(text) > max_chars:
-        return f"text is {len(text):,} characters, over the limit of {max_chars:,}"
-    return None
 
 
 def _json_type(value: object) -> str:
@@ -364,7 +345,7 @@ def _field_problem(row: _Row, limits: _Limits) -> str | None:
         return "text holds an unpaired surrogate"
     if row.tainted:
         return f"field {min(row.tainted)!a} holds an unpaired surrogate"
-    return _text_problem(text, limits.max_chars)
+    return text_problem(text, limits.max_chars)
 
 
 def _chat_records(row: _Row, src: _Input) -> Iterator[Record]:
@@ -420,7 +401,7 @@ def _message_problem(message: object, max_chars: int, maybe_tainted: bool) -> st
         return f"'content' is not a string (got {_json_type(content)})"
     if maybe_tainted and _holds_surrogate(message):
         return "message holds an unpaired surrogate"
-    return _text_problem(content, max_chars)
+    return text_problem(content, max_chars)
 
 
 # --- CSV ---------------------------------------------------------------------------------
@@ -526,7 +507,7 @@ def _csv_record(cells: list[str], header: _CsvHeader, row: int, src: _Input) -> 
     problem = (
         src.claim(id, row)
         or _csv_bad_column(cells, header)
-        or _text_problem(text, src.limits.max_chars)
+        or text_problem(text, src.limits.max_chars)
     )
     if problem:
         return src.error(row, problem, id)
@@ -589,7 +570,7 @@ def _file_record(path: Path, rel: str, limits: _Limits) -> Record:
         text = data[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
         return SourceError(location, None, rel, f"not UTF-8 at byte {start + exc.start + 1}")
-    problem = _text_problem(text, limits.max_chars)
+    problem = text_problem(text, limits.max_chars)
     if problem:
         return SourceError(location, None, rel, problem)
     return Document(id=rel, text=text)

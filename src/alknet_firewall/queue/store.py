@@ -19,10 +19,10 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from alknet_firewall.queue_settings import QueueSettings
+from alknet_firewall.queue.keys import JobField, Keys
+from alknet_firewall.queue.settings import QueueSettings
 from alknet_firewall.rows import is_error_row
 from alknet_firewall.schema import Verdict
-from worker.keys import Keys
 
 # What a retry can fix: the server is away, slow or still loading its data. Anything else
 # (a wrong type, a script error) is a bug, and retrying it only hides it.
@@ -32,12 +32,13 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     BusyLoadingError,
 )
 
-# KEYS: results, meta, deliveries. ARGV: field, row JSON, is_error (0/1), now, ttl.
+# KEYS: results, meta, deliveries. ARGV: field, row JSON, is_error (0/1), now, ttl, and
+# the meta fields JobField.DONE, ERRORS, LAST_DONE_AT (named in keys.py only).
 _PUT_ROW = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[2], 'done', 1)
-if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[2], 'errors', 1) end
-redis.call('HSET', KEYS[2], 'last_done_at', ARGV[4])
+redis.call('HINCRBY', KEYS[2], ARGV[6], 1)
+if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[2], ARGV[7], 1) end
+redis.call('HSET', KEYS[2], ARGV[8], ARGV[4])
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
@@ -114,6 +115,9 @@ class ResultStore:
             int(is_error_row(row)),
             time.time(),
             k.results_ttl_s,
+            JobField.DONE,
+            JobField.ERRORS,
+            JobField.LAST_DONE_AT,
         ]
         written = self._put_row(keys=keys, args=args, client=pipe)
         return bool(written)

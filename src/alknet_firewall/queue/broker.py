@@ -8,8 +8,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import redis
 
-from alknet_firewall.queue_settings import QueueSettings
-from worker.keys import Keys
+from alknet_firewall.queue.keys import Keys
+from alknet_firewall.queue.settings import QueueSettings
 
 
 def transport_options(settings: QueueSettings) -> dict[str, Any]:

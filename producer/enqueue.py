@@ -32,10 +32,11 @@ from alknet_firewall.config import Settings
 from alknet_firewall.errors import QueueUnavailable
 from alknet_firewall.queue.app import FirewallApp, create_app
 from alknet_firewall.queue.broker import queue_length
+from alknet_firewall.queue.connection import TRANSIENT_ERRORS, redis_client, with_retries
 from alknet_firewall.queue.jobs import JobBook, Lookup
 from alknet_firewall.queue.keys import JobField, check_job_name, error_field, result_field
 from alknet_firewall.queue.message import TASK_NAME, ScreenMessage, task_id
-from alknet_firewall.queue.store import TRANSIENT_ERRORS, ResultStore, redis_client
+from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.rows import result_row, unreadable_row
 from alknet_firewall.schema import Document, Verdict
 from alknet_firewall.sources import Format, Record, SourceError, read_records
@@ -146,20 +147,15 @@ class Enqueuer:
     def _retry(self, call: Callable[[], T]) -> T:
         """`call()` with retries and backoff while Redis is unreachable, then give up."""
         p = self.q.producer
-        delay = p.connect_backoff_s
-        for attempt in range(p.connect_retries + 1):
-            try:
-                return call()
-            except AuthenticationError as exc:
-                # redis-py's AuthenticationError is a ConnectionError, but waiting does not
-                # fix a wrong password: say so at once instead of after a minute of backoff.
-                raise QueueUnavailable(self._unavailable(exc, refused=True)) from exc
-            except _UNREACHABLE as exc:
-                if attempt == p.connect_retries:
-                    raise QueueUnavailable(self._unavailable(exc)) from exc
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        try:
+            return with_retries(
+                call, p.connect_retries, p.connect_backoff_s, transient=_UNREACHABLE
+            )
+        except AuthenticationError as exc:
+            # Not retried (see with_retries): say so at once, not after a minute of backoff.
+            raise QueueUnavailable(self._unavailable(exc, refused=True)) from exc
+        except _UNREACHABLE as exc:
+            raise QueueUnavailable(self._unavailable(exc)) from exc
 
     def _unavailable(self, exc: Exception, *, refused: bool = False) -> str:
         r = self.report

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from alknet_firewall.config import Settings
+from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.firewall import Firewall
 from alknet_firewall.queue.jobs import JobBook
 from alknet_firewall.queue.store import ResultStore
@@ -55,15 +55,13 @@ class HangingScreener(FakeScreener):
 
 def hanging_worker_main() -> None:
     """Entry point of the worker process of the hang test."""
-    import worker.runtime
+    from worker.runtime import WorkerApp
 
-    def load_screener(settings: Settings) -> Screener:  # same signature as the one replaced
+    def load_screener(settings: Settings) -> Screener:
         del settings
         return HangingScreener()
 
-    worker.runtime.load_screener = load_screener
-    from worker.celery import app
-
+    app = WorkerApp(load_settings(), load_screener=load_screener)
     app.worker_main(["worker", "--loglevel=INFO", *sys.argv[1:]])
 
 

@@ -43,6 +43,7 @@ def test_the_producer_never_imports_torch() -> None:
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
 
 
+@pytest.mark.redis
 def test_enqueue_sends_one_json_message_per_document(ns: Namespace, tmp_path: Path) -> None:
     report = enqueue(ns.settings(), str(write_jsonl(tmp_path / "in.jsonl", 25)), "j1")
     assert (report.read, report.sent, report.skipped, report.read_errors) == (25, 25, 0, 0)
@@ -59,6 +60,7 @@ def test_enqueue_sends_one_json_message_per_document(ns: Namespace, tmp_path: Pa
     )
 
 
+@pytest.mark.redis
 def test_unreadable_records_become_error_rows(ns: Namespace, tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text(
@@ -74,6 +76,7 @@ def test_unreadable_records_become_error_rows(ns: Namespace, tmp_path: Path) -> 
     assert rows[2] is not None and "limits.max_chars is" in rows[2]["error"]
 
 
+@pytest.mark.redis
 def test_backpressure_holds_the_producer_until_the_queue_shrinks(
     ns: Namespace, tmp_path: Path
 ) -> None:
@@ -125,6 +128,7 @@ def test_the_cli_reports_an_unreachable_broker(
     assert "Redis unreachable" in capsys.readouterr().err
 
 
+@pytest.mark.redis
 def test_a_bad_job_name_is_refused(ns: Namespace, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bad job name"):
         enqueue(ns.settings(), str(write_jsonl(tmp_path / "in.jsonl", 1)), "no spaces")

@@ -41,3 +41,11 @@ def test_kombu_sweeps_for_lost_messages_soon_after_they_are_due() -> None:
     assert options["visibility_timeout"] == 8
     assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] <= 1
     assert options["global_keyprefix"] == "alknet:"
+
+
+def test_the_old_name_of_document_tokens_still_works_with_a_warning() -> None:
+    with pytest.warns(FutureWarning, match="renamed document_tokens"):
+        settings = QueueSettings(batch={"token_budget": 4096})  # type: ignore[arg-type]
+    assert settings.batch.document_tokens == 4096
+    with pytest.raises(ValueError, match="old name of document_tokens"):
+        QueueSettings(batch={"token_budget": 4096, "document_tokens": 2048})  # type: ignore[arg-type]

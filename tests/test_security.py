@@ -88,6 +88,7 @@ def user_namespace(ns: Namespace, port: int, password: str) -> Namespace:
     return ns
 
 
+@pytest.mark.redis
 @needs_redis_server
 def test_an_acl_user_runs_worker_and_producer_and_no_password_is_ever_printed(
     acl_redis: tuple[RedisServer, Namespace], tmp_path: Path
@@ -118,6 +119,7 @@ def test_an_acl_user_runs_worker_and_producer_and_no_password_is_ever_printed(
         assert USER_PASSWORD not in text and ADMIN_PASSWORD not in text
 
 
+@pytest.mark.redis
 @needs_redis_server
 def test_a_wrong_password_is_a_clear_quick_error_that_does_not_print_it(
     acl_redis: tuple[RedisServer, Namespace], tmp_path: Path
@@ -242,6 +244,7 @@ def test_a_rediss_broker_url_verifies_the_server_certificate() -> None:
     assert create_app(load_settings()).connection_for_write().ssl is None  # plain redis://
 
 
+@pytest.mark.redis
 @pytest.mark.skipif(not redis_has_tls(), reason="redis-server built without TLS")
 def test_worker_and_producer_over_tls_and_an_unverified_server_is_refused(tmp_path: Path) -> None:
     ca, cert, key = _certificates(tmp_path / "tls")

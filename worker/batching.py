@@ -11,7 +11,8 @@ budget with no added delay.
 Why our own batcher and not celery-batches: with this one every document stays an
 ordinary Celery message with its own late ack, retry and requeue, and batches are cut
 by tokens, not by a count of messages; celery-batches acks a whole batch when its
-function returns, even when it raised, and cannot retry (see QUEUE-NOTES.md).
+function returns, even when it raised (celery_batches/trace.py), and cannot retry
+(celery-batches issue #10).
 
 Failure isolation (`alknet_firewall.screening.screen_isolating`, as in process): when a
 batched forward pass raises, each half is screened again, so only the culprit gets a

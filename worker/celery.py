@@ -14,8 +14,6 @@ Local run, everything on one machine (Redis on 127.0.0.1:6379):
 from __future__ import annotations
 
 from alknet_firewall.config import load_settings
-from alknet_firewall.queue.app import create_app
+from worker.runtime import WorkerApp
 
-TASK_MODULES = ("worker.tasks",)  # the task body: model, batcher, store
-
-app = create_app(load_settings(), include=TASK_MODULES)
+app = WorkerApp(load_settings())

@@ -15,9 +15,10 @@ from celery import Task, shared_task
 from celery.exceptions import Reject
 
 from alknet_firewall.errors import ScreeningError
+from alknet_firewall.queue.connection import TRANSIENT_ERRORS, backoff_s
 from alknet_firewall.queue.message import TASK_NAME, ScreenMessage
-from alknet_firewall.queue.store import TRANSIENT_ERRORS
 from worker import metrics, runtime
+from worker.screening import Outcome
 
 
 @shared_task(bind=True, name=TASK_NAME)  # type: ignore[untyped-decorator]  # Celery: no hints
@@ -31,10 +32,12 @@ def screen(task: Task, **kwargs: Any) -> str:
     try:
         outcome = rt.screening.handle(message.job, message.document, may_retry=may_retry)
     except ScreeningError as exc:
-        delay = min(limits.retry_backoff_s * 2**retries, limits.retry_backoff_max_s)
+        delay = backoff_s(retries, limits.retry_backoff_s, limits.retry_backoff_max_s)
         raise task.retry(exc=exc, countdown=delay, max_retries=limits.model_retries) from exc
     except TRANSIENT_ERRORS as exc:
         metrics.ERRORS.labels("store").inc()
         raise Reject(exc, requeue=True) from exc
+    if outcome is Outcome.GAVE_UP:
+        metrics.ERRORS.labels("gave_up").inc()
     metrics.DOCUMENTS.labels(outcome.value).inc()
     return outcome.value

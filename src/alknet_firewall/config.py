@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -30,17 +28,12 @@ from pydantic_settings import (
 
 from alknet_firewall.errors import ConfigError
 from alknet_firewall.queue.settings import QueueSettings
+from alknet_firewall.section import Section
 from alknet_firewall.validation import DEFAULT_MAX_CHARS
 
 __all__ = ["ConfigError", "Settings", "find_config_file", "load_settings"]
 
 DEFAULT_CACHE_DIR = "~/.cache/alknet-firewall"
-
-
-class Section(BaseModel):
-    """A config.toml table: unknown keys are errors, so a typo never passes silently."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelSettings(Section):

@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
 import redis
-from redis.exceptions import BusyLoadingError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from alknet_firewall.queue.connection import redis_client
 from alknet_firewall.queue.keys import JobField, Keys
 from alknet_firewall.queue.settings import QueueSettings
 from alknet_firewall.rows import is_error_row
 from alknet_firewall.schema import Verdict
-
-# What a retry can fix: the server is away, slow or still loading its data. Anything else
-# (a wrong type, a script error) is a bug, and retrying it only hides it.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-)
 
 # KEYS: results, meta, deliveries. ARGV: field, row JSON, is_error (0/1), now, ttl, and
 # the meta fields JobField.DONE, ERRORS, LAST_DONE_AT (named in keys.py only).
@@ -51,30 +40,22 @@ _FORGIVE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[1], ARGV[1], -1) end
 """
 
-T = TypeVar("T")
 
+class DeliveryStore(Protocol):
+    """What a worker needs of the store for one delivery; `memory.MemoryStore` is the
+    in-memory twin of `ResultStore`."""
 
-def redis_client(url: str) -> redis.Redis:
-    """A client that returns str and gives up on a dead connection instead of hanging."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=30,
-        socket_connect_timeout=5,
-        health_check_interval=25,
-    )
+    def begin(self, job: str, field: str) -> tuple[bool, int]: ...
 
+    def put_row(self, job: str, field: str, row: dict[str, Any]) -> bool: ...
 
-def with_retries(call: Callable[[], T], attempts: int, backoff_s: float, cap_s: float) -> T:
-    """`call()`, retried on transient Redis errors with exponential backoff; re-raises."""
-    delay = backoff_s
-    for _ in range(attempts):
-        try:
-            return call()
-        except TRANSIENT_ERRORS:
-            time.sleep(delay)
-            delay = min(2 * delay, cap_s)
-    return call()
+    def forgive(self, documents: list[tuple[str, str]]) -> None: ...
+
+    def cached_verdict(self, codebook_version: str, digest: str) -> Verdict | None: ...
+
+    def cache_verdict(self, digest: str, verdict: Verdict) -> None: ...
+
+    def publish_codebook(self, version: str) -> None: ...
 
 
 class ResultStore:

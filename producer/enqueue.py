@@ -11,7 +11,7 @@ Nothing is sent twice for nothing: a document whose job already has its row is s
 under the codebook the workers serve gets its row from the cache. The producer has no
 model, so it learns that codebook version from the key the workers publish at start-up;
 before any worker has run, every document is sent (the workers check the cache too).
-A record the reader cannot turn into a document (`SourceError`) is stored as an error
+A record the reader cannot turn into a document (`UnreadableRecord`) is stored as an error
 row, so rows in = rows out.
 """
 
@@ -39,7 +39,7 @@ from alknet_firewall.queue.message import TASK_NAME, ScreenMessage, task_id
 from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.rows import result_row, unreadable_row
 from alknet_firewall.schema import Document, Verdict
-from alknet_firewall.sources import Format, Record, SourceError, read_records
+from alknet_firewall.sources import Format, Record, UnreadableRecord, read_records
 
 T = TypeVar("T")
 # What the producer retries with backoff: Redis away, or a publish pipeline that failed.
@@ -179,7 +179,7 @@ def _entry(
     position: int, record: Record, base: int, store: ResultStore, codebook: str | None
 ) -> tuple[str, int, str | None]:
     """(field, position in the job, cache key to look up) for one record."""
-    if isinstance(record, SourceError):
+    if isinstance(record, UnreadableRecord):
         return error_field(position), base + position, None
     digest = record.digest
     cache_key = None if codebook is None else store.keys.cache(codebook, digest)
@@ -194,7 +194,7 @@ def _sort_out(
 ) -> _Chunk:
     work = _Chunk()
     for (_, record), (field, _, _), lookup in zip(chunk, entries, found, strict=True):
-        if isinstance(record, SourceError):
+        if isinstance(record, UnreadableRecord):
             work.read_errors += 1
             work.rows.append((field, unreadable_row(record, codebook)))
         elif lookup.done:

@@ -12,7 +12,7 @@ from alknet_firewall.errors import ScreeningError
 from alknet_firewall.rows import result_row, unreadable_row
 from alknet_firewall.schema import Document, Verdict
 from alknet_firewall.screening import ScreeningService, screen_isolating
-from alknet_firewall.sources import SourceError, read_records
+from alknet_firewall.sources import UnreadableRecord, read_records
 from alknet_firewall.validation import text_problem
 from tests.queue_helpers import FakeScreener, fake_verdict
 
@@ -52,19 +52,19 @@ def test_a_wrong_number_of_verdicts_counts_as_a_failure() -> None:
 
 def test_error_rows_have_every_field_of_a_verdict_row() -> None:
     verdict_row = result_row("a", {}, fake_verdict("x"))
-    error_row = unreadable_row(SourceError("in.jsonl", 3, "b", "not valid JSON"), "cb-1")
+    error_row = unreadable_row(UnreadableRecord("in.jsonl", 3, "b", "not valid JSON"), "cb-1")
     assert set(verdict_row) <= set(error_row)
     assert error_row["decision"] == "error" and error_row["error"] == "not valid JSON"
     assert (error_row["score"], error_row["alarms"], error_row["tokens"]) == (0.0, [], 0)
     assert (error_row["line"], error_row["location"]) == (3, "in.jsonl")
-    assert unreadable_row(SourceError("-", 1, None, "x"), None)["codebook_version"] is None
+    assert unreadable_row(UnreadableRecord("-", 1, None, "x"), None)["codebook_version"] is None
 
 
 def test_one_wording_for_the_length_limit(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"id": "a", "text": "' + "x" * 12 + '"}\n')
     (record,) = read_records(path, max_chars=10)
-    assert isinstance(record, SourceError)
+    assert isinstance(record, UnreadableRecord)
     assert (
         record.reason
         == text_problem("x" * 12, 10)
@@ -78,7 +78,7 @@ def test_the_service_keeps_order_isolates_failures_and_uses_the_cache() -> None:
     service = ScreeningService(screener, cache)
     records = [
         Document(id="a", text="first text", meta={"lang": "en"}),
-        SourceError("in.jsonl", 2, None, "not valid JSON"),
+        UnreadableRecord("in.jsonl", 2, None, "not valid JSON"),
         Document(id="c", text="a POISON pill"),
         Document(id="d", text="second text"),
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from alknet_firewall.schema import Verdict
-from alknet_firewall.sources import SourceError
+from alknet_firewall.sources import UnreadableRecord
 
 
 def result_row(doc_id: str | None, meta: dict[str, Any], verdict: Verdict) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def result_row(doc_id: str | None, meta: dict[str, Any], verdict: Verdict) -> di
     return {"id": doc_id, **fields, **passed}
 
 
-def unreadable_row(err: SourceError, codebook_version: str | None) -> dict[str, Any]:
+def unreadable_row(err: UnreadableRecord, codebook_version: str | None) -> dict[str, Any]:
     """The row of an input record that never became a document: an error verdict, and
     where the record was (`line`, `location`). `codebook_version` is None when the
     producer does not know it yet (no worker has started)."""

@@ -6,7 +6,7 @@ torch, transformers or numpy.
 
 Every reader streams (memory is constant in the number of records, apart from the set of
 ids already seen) and never raises for a bad record: a record that cannot become a
-Document comes out as a `SourceError` in its place, so that rows in = rows out and the
+Document comes out as an `UnreadableRecord` in its place, so that rows in = rows out and the
 caller can write one output row per input row. Only usage errors raise: a missing path,
 a format that does not fit the path, a CSV header without the text column.
 
@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Literal, TypeAlias, get_args
 from alknet_firewall.schema import Document
 from alknet_firewall.validation import DEFAULT_MAX_CHARS, text_problem
 
-__all__ = ["FORMATS", "Format", "Record", "SourceError", "read_records"]
+__all__ = ["FORMATS", "Format", "Record", "UnreadableRecord", "read_records"]
 
 Format: TypeAlias = Literal["auto", "jsonl", "csv", "dir", "chat"]
 FORMATS: tuple[Format, ...] = get_args(Format)  # the CLI's --format choices
@@ -57,7 +57,7 @@ _JSON_TYPES: dict[type, str] = {
 
 
 @dataclass(frozen=True, slots=True)
-class SourceError:
+class UnreadableRecord:
     """An input record that could not become a Document: where it was and why.
 
     `location` is the input path ("-" for stdin; for folders, the file's path). `line` is
@@ -72,7 +72,7 @@ class SourceError:
     reason: str
 
 
-Record: TypeAlias = Document | SourceError
+Record: TypeAlias = Document | UnreadableRecord
 
 
 def read_records(
@@ -85,7 +85,7 @@ def read_records(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     stdin: BinaryIO | None = None,
 ) -> Iterator[Record]:
-    """Stream the records of `source` as Documents, or SourceErrors for bad records.
+    """Stream the records of `source` as Documents, or UnreadableRecords for bad records.
 
     `source` is a file, a folder, or "-" for `stdin` (default `sys.stdin.buffer`). With
     `fmt="auto"`: a folder is read as "dir", a `.csv` file as "csv", anything else
@@ -96,7 +96,7 @@ def read_records(
     IsADirectoryError when `fmt` does not fit the path, ValueError for bad arguments.
     Raises ValueError on the first `next()` when a CSV header lacks `text_field` or is
     not UTF-8. Never raises for a bad record. Ids are unique within one call: a repeated
-    id becomes a SourceError. Reading CSV raises the process-wide `csv.field_size_limit`
+    id becomes an UnreadableRecord. Reading CSV raises the process-wide `csv.field_size_limit`
     to at least `max_chars + 1` (never lowers it).
     """
     if fmt not in FORMATS:
@@ -134,11 +134,11 @@ class _Input:
     location: str
     name: str  # base of the fallback ids: f"{name}:{line}"
     limits: _Limits
-    unit: str = "line"  # what `SourceError.line` counts, for the duplicate message
+    unit: str = "line"  # what `UnreadableRecord.line` counts, for the duplicate message
     seen: dict[str, int | None] = field(default_factory=dict)
 
-    def error(self, line: int | None, reason: str, id: str | None = None) -> SourceError:
-        return SourceError(self.location, line, id, reason)
+    def error(self, line: int | None, reason: str, id: str | None = None) -> UnreadableRecord:
+        return UnreadableRecord(self.location, line, id, reason)
 
     def fallback_id(self, line: int) -> str:
         # Line-based, so the same file gives the same ids on every run.
@@ -220,7 +220,7 @@ class _Row:
 def _jsonl_records(stream: BinaryIO, src: _Input, fmt: Format) -> Iterator[Record]:
     mode = fmt  # "auto" until the first JSON object decides between "jsonl" and "chat"
     for row in _json_rows(stream, src):
-        if isinstance(row, SourceError):
+        if isinstance(row, UnreadableRecord):
             yield row
             continue
         if mode == "auto":
@@ -232,7 +232,7 @@ def _jsonl_records(stream: BinaryIO, src: _Input, fmt: Format) -> Iterator[Recor
             yield _document_record(row, src)
 
 
-def _json_rows(stream: BinaryIO, src: _Input) -> Iterator[_Row | SourceError]:
+def _json_rows(stream: BinaryIO, src: _Input) -> Iterator[_Row | UnreadableRecord]:
     """One parsed object or one error per non-blank line; blank lines still count."""
     cap = src.limits.max_line_bytes
     utf16 = False
@@ -254,7 +254,7 @@ def _json_rows(stream: BinaryIO, src: _Input) -> Iterator[_Row | SourceError]:
         yield _parse_line(raw, line, src)
 
 
-def _parse_line(raw: bytes, line: int, src: _Input) -> _Row | SourceError:
+def _parse_line(raw: bytes, line: int, src: _Input) -> _Row | UnreadableRecord:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -349,7 +349,7 @@ def _field_problem(row: _Row, limits: _Limits) -> str | None:
 
 
 def _chat_records(row: _Row, src: _Input) -> Iterator[Record]:
-    """One record per message: a Document, or a SourceError for a message that is bad.
+    """One record per message: a Document, or an UnreadableRecord for a message that is bad.
 
     A problem with the whole row (its id, a field other than `messages`) becomes one
     error per message, so the count of records never depends on which check failed.
@@ -528,16 +528,16 @@ def _csv_bad_column(cells: list[str], header: _CsvHeader) -> str | None:
 
 def _read_dir(root: Path, limits: _Limits) -> Iterator[Record]:
     for item in _walk(root, ""):
-        yield item if isinstance(item, SourceError) else _file_record(*item, limits)
+        yield item if isinstance(item, UnreadableRecord) else _file_record(*item, limits)
 
 
-def _walk(folder: Path, prefix: str) -> Iterator[tuple[Path, str] | SourceError]:
+def _walk(folder: Path, prefix: str) -> Iterator[tuple[Path, str] | UnreadableRecord]:
     """(path, id) of every regular file, depth first in name order; hidden names skipped."""
     try:
         with os.scandir(folder) as entries:
             ordered = sorted(entries, key=lambda entry: entry.name)
     except OSError as exc:
-        yield SourceError(_display(folder), None, None, f"cannot list folder: {exc.strerror}")
+        yield UnreadableRecord(_display(folder), None, None, f"cannot list folder: {exc.strerror}")
         return
     for entry in ordered:
         if entry.name.startswith("."):  # .git, .DS_Store, editor swap files
@@ -554,25 +554,25 @@ def _walk(folder: Path, prefix: str) -> Iterator[tuple[Path, str] | SourceError]
 def _file_record(path: Path, rel: str, limits: _Limits) -> Record:
     location = _display(path)
     if _SURROGATE.search(rel):
-        return SourceError(location, None, None, "file name is not UTF-8")
+        return UnreadableRecord(location, None, None, "file name is not UTF-8")
     limit = 4 * limits.max_chars  # a character is at most 4 bytes of UTF-8
     try:
         with path.open("rb") as stream:
             size = os.fstat(stream.fileno()).st_size
             data = b"" if size > limit else stream.read(limit + 1)  # +1: it may have grown
     except OSError as exc:
-        return SourceError(location, None, rel, f"cannot read: {exc.strerror}")
+        return UnreadableRecord(location, None, rel, f"cannot read: {exc.strerror}")
     problem = _file_problem(data, max(size, len(data)), limit)
     if problem:
-        return SourceError(location, None, rel, problem)
+        return UnreadableRecord(location, None, rel, problem)
     start = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
     try:
         text = data[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        return SourceError(location, None, rel, f"not UTF-8 at byte {start + exc.start + 1}")
+        return UnreadableRecord(location, None, rel, f"not UTF-8 at byte {start + exc.start + 1}")
     problem = text_problem(text, limits.max_chars)
     if problem:
-        return SourceError(location, None, rel, problem)
+        return UnreadableRecord(location, None, rel, problem)
     return Document(id=rel, text=text)
 
 

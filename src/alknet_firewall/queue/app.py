@@ -35,7 +35,7 @@ class FirewallApp(Celery):  # type: ignore[misc]  # Celery ships no type hints
             event_serializer="json",
             result_serializer="json",
             result_accept_content=["json"],
-            # Verdicts go to our own store (worker.store), keyed for idempotency; Celery's
+            # Verdicts go to our own store (queue.store), keyed for idempotency; Celery's
             # result backend would only be a second, unkeyed copy.
             task_ignore_result=True,
             # Ack after the verdict is stored: a worker that dies mid-batch loses nothing.

@@ -49,3 +49,13 @@ def test_the_old_name_of_document_tokens_still_works_with_a_warning() -> None:
     assert settings.batch.document_tokens == 4096
     with pytest.raises(ValueError, match="old name of document_tokens"):
         QueueSettings(batch={"token_budget": 4096, "document_tokens": 2048})  # type: ignore[arg-type]
+
+
+def test_the_old_environment_variable_still_sets_document_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from alknet_firewall.config import load_settings
+
+    monkeypatch.setenv("ALKNET_QUEUE__BATCH__TOKEN_BUDGET", "8192")
+    with pytest.warns(FutureWarning, match="ALKNET_QUEUE__BATCH__DOCUMENT_TOKENS"):
+        assert load_settings().queue.batch.document_tokens == 8192

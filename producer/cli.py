@@ -12,10 +12,11 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from alknet_firewall import sources
+
 if TYPE_CHECKING:
     from alknet_firewall.config import Settings
 
-FORMATS = ("auto", "jsonl", "csv", "dir", "chat")
 EXIT_INCOMPLETE = 3
 
 
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     enqueue.add_argument("input", help="JSONL, CSV, chat log (JSONL with messages), folder, -")
     enqueue.add_argument("--job", required=True, help="the job's name (letters, digits, _.-)")
-    enqueue.add_argument("--format", choices=FORMATS, default="auto", help="input format")
+    enqueue.add_argument("--format", choices=sources.FORMATS, default="auto", help="input format")
     enqueue.set_defaults(func=run_enqueue)
 
     status = subparsers.add_parser("status", help="show a queued job's progress")
@@ -52,7 +53,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 def run_enqueue(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from producer.enqueue import QueueUnavailable, enqueue
+    from alknet_firewall.errors import QueueUnavailable
+    from producer.enqueue import enqueue
 
     settings = _settings(args)
     with tqdm(unit="doc", desc=f"enqueue {args.job}", file=sys.stderr) as bar:
@@ -74,8 +76,8 @@ def run_enqueue(args: argparse.Namespace) -> int:
 
 
 def _book(settings: Settings) -> Any:
-    from producer.jobs import JobBook
-    from worker.store import ResultStore
+    from alknet_firewall.queue.jobs import JobBook
+    from alknet_firewall.queue.store import ResultStore
 
     return JobBook(ResultStore.from_settings(settings.queue))
 

@@ -11,7 +11,7 @@ Nothing is sent twice for nothing: a document whose job already has its row is s
 under the codebook the workers serve gets its row from the cache. The producer has no
 model, so it learns that codebook version from the key the workers publish at start-up;
 before any worker has run, every document is sent (the workers check the cache too).
-A record the reader cannot turn into a document (`SourceError`) is stored as an error
+A record the reader cannot turn into a document (`UnreadableRecord`) is stored as an error
 row, so rows in = rows out.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -30,14 +29,17 @@ from kombu.utils.url import maybe_sanitize_url
 from redis.exceptions import AuthenticationError
 
 from alknet_firewall.config import Settings
-from alknet_firewall.rows import result_row
+from alknet_firewall.errors import QueueUnavailable
+from alknet_firewall.queue.app import FirewallApp, create_app
+from alknet_firewall.queue.broker import queue_length
+from alknet_firewall.queue.connection import TRANSIENT_ERRORS, redis_client, with_retries
+from alknet_firewall.queue.jobs import JobBook, Lookup
+from alknet_firewall.queue.keys import JobField, check_job_name, error_field, result_field
+from alknet_firewall.queue.message import TASK_NAME, ScreenMessage, task_id
+from alknet_firewall.queue.store import ResultStore
+from alknet_firewall.rows import result_row, unreadable_row
 from alknet_firewall.schema import Document, Verdict
-from alknet_firewall.sources import Format, Record, SourceError, error_row, read_records
-from producer.jobs import JobBook, Lookup
-from worker.app import TASK_NAME, FirewallApp, create_app
-from worker.broker import queue_length
-from worker.keys import check_job_name, error_field, result_field
-from worker.store import TRANSIENT_ERRORS, ResultStore, redis_client
+from alknet_firewall.sources import Format, Record, UnreadableRecord, read_records
 
 T = TypeVar("T")
 # What the producer retries with backoff: Redis away, or a publish pipeline that failed.
@@ -46,11 +48,6 @@ _UNREACHABLE: tuple[type[Exception], ...] = (
     OperationalError,
     BatchPublishError,
 )
-_TASK_IDS = uuid.UUID("6f1d1c0e-5a7b-4c55-9a59-0d6b1f4d2e11")  # namespace of task ids
-
-
-class QueueUnavailable(RuntimeError):
-    """Redis (broker or results) stayed unreachable through every retry."""
 
 
 @dataclass(slots=True)
@@ -73,11 +70,6 @@ class _Chunk:
     rows: list[tuple[str, dict[str, object]]] = dataclasses.field(default_factory=list)
     skipped: int = 0
     read_errors: int = 0
-
-
-def task_id(job: str, field: str) -> str:
-    """The same id for the same document of the same job: Flower shows resends as one."""
-    return str(uuid.uuid5(_TASK_IDS, f"{job}\n{field}"))
 
 
 class Enqueuer:
@@ -114,9 +106,13 @@ class Enqueuer:
         self._retry(lambda: self._publish(work.to_send))
         self.report.sent += len(work.to_send)
         self._retry(lambda: self._store_rows(work.rows))
-        counts = {"read": len(chunk), "sent": len(work.to_send)}
-        counts |= {"skipped": work.skipped, "read_errors": work.read_errors}
-        self._retry(lambda: self.book.add_counts(self.job, **counts))
+        counts = {
+            JobField.READ: len(chunk),
+            JobField.SENT: len(work.to_send),
+            JobField.SKIPPED: work.skipped,
+            JobField.READ_ERRORS: work.read_errors,
+        }
+        self._retry(lambda: self.book.add_counts(self.job, counts))
         self.report.read += len(chunk)
         self.report.skipped += work.skipped
         self.report.read_errors += work.read_errors
@@ -128,7 +124,7 @@ class Enqueuer:
             for doc, field in docs:
                 self.app.send_task(
                     TASK_NAME,
-                    kwargs={"job": self.job, "doc_id": doc.id, "text": doc.text, "meta": doc.meta},
+                    kwargs=ScreenMessage.of(self.job, doc).kwargs(),
                     task_id=task_id(self.job, field),
                     queue=self.q.queue,
                     producer=producer,
@@ -151,20 +147,15 @@ class Enqueuer:
     def _retry(self, call: Callable[[], T]) -> T:
         """`call()` with retries and backoff while Redis is unreachable, then give up."""
         p = self.q.producer
-        delay = p.connect_backoff_s
-        for attempt in range(p.connect_retries + 1):
-            try:
-                return call()
-            except AuthenticationError as exc:
-                # redis-py's AuthenticationError is a ConnectionError, but waiting does not
-                # fix a wrong password: say so at once instead of after a minute of backoff.
-                raise QueueUnavailable(self._unavailable(exc, refused=True)) from exc
-            except _UNREACHABLE as exc:
-                if attempt == p.connect_retries:
-                    raise QueueUnavailable(self._unavailable(exc)) from exc
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        try:
+            return with_retries(
+                call, p.connect_retries, p.connect_backoff_s, transient=_UNREACHABLE
+            )
+        except AuthenticationError as exc:
+            # Not retried (see with_retries): say so at once, not after a minute of backoff.
+            raise QueueUnavailable(self._unavailable(exc, refused=True)) from exc
+        except _UNREACHABLE as exc:
+            raise QueueUnavailable(self._unavailable(exc)) from exc
 
     def _unavailable(self, exc: Exception, *, refused: bool = False) -> str:
         r = self.report
@@ -188,7 +179,7 @@ def _entry(
     position: int, record: Record, base: int, store: ResultStore, codebook: str | None
 ) -> tuple[str, int, str | None]:
     """(field, position in the job, cache key to look up) for one record."""
-    if isinstance(record, SourceError):
+    if isinstance(record, UnreadableRecord):
         return error_field(position), base + position, None
     digest = record.digest
     cache_key = None if codebook is None else store.keys.cache(codebook, digest)
@@ -203,10 +194,9 @@ def _sort_out(
 ) -> _Chunk:
     work = _Chunk()
     for (_, record), (field, _, _), lookup in zip(chunk, entries, found, strict=True):
-        if isinstance(record, SourceError):
+        if isinstance(record, UnreadableRecord):
             work.read_errors += 1
-            row = {**error_row(record), "codebook_version": codebook}
-            work.rows.append((field, row))
+            work.rows.append((field, unreadable_row(record, codebook)))
         elif lookup.done:
             work.skipped += 1
         elif lookup.cached is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from producer.jobs import JobBook
+from alknet_firewall.queue.jobs import JobBook
 
 # The screen command's leading columns; other fields follow in first-seen order.
 LEADING = ("id", "decision", "score", "alarms", "codebook_version", "error")

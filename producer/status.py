@@ -8,7 +8,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from producer.jobs import JobBook, JobProgress
+from alknet_firewall.queue.jobs import JobBook, JobProgress
 
 
 def describe(p: JobProgress) -> str:

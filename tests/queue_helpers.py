@@ -23,7 +23,7 @@ import redis
 
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.schema import Alarm, Decision, Verdict
-from worker.batching import Screener
+from alknet_firewall.screening import Screener
 
 REDIS_URL = "redis://127.0.0.1:6379/7"  # the queue tests' database; keys are prefixed
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,16 +91,16 @@ def test_worker_main() -> None:
     TEST_SCREENER=fake screens with FakeScreener, anything else with the real Firewall
     (the tiny model when the test passes `tiny_env`); FAKE_DELAY_S slows forward passes.
     """
-    import worker.runtime
+    from worker.runtime import WorkerApp, load_firewall
 
     delay = float(os.environ.get("FAKE_DELAY_S", "0"))
-    load_real = worker.runtime.load_screener
-    if os.environ.get("TEST_SCREENER") == "fake":
-        worker.runtime.load_screener = lambda _settings: FakeScreener(delay)
-    elif delay:
-        worker.runtime.load_screener = lambda settings: Slowed(load_real(settings), delay)
-    from worker.celery import app
+    fake = os.environ.get("TEST_SCREENER") == "fake"
 
+    def load_screener(settings: Settings) -> Screener:
+        screener = FakeScreener() if fake else load_firewall(settings)
+        return Slowed(screener, delay) if delay else screener
+
+    app = WorkerApp(load_settings(), load_screener=load_screener)
     app.worker_main(["worker", "--loglevel=INFO", *sys.argv[1:]])
 
 

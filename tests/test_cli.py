@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny import INJECTION
+from tests.tiny import INJECTION, tiny_rows
 
 CLI = [sys.executable, "-m", "alknet_firewall.cli"]
 
@@ -89,3 +89,28 @@ def test_help_does_not_load_torch(command: list[str]) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_codebook_eval_uses_the_codebooks_layers_windows_and_pooling(
+    tiny_env: dict[str, str], tmp_path: Path
+) -> None:
+    # tiny_env leaves [model] layers at their default (4, 8, 12, 16), which the tiny
+    # model's codebook (layers 1, 2, 4, 8) was not fitted on; the second run also asks
+    # for other windows and pooling. Both must evaluate with the codebook's own.
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rows = tiny_rows(seed=5, per_class=8)
+    lines = (
+        json.dumps({"text": text, "label": label, "kind": kind})
+        for text, label, kind in zip(rows.texts, rows.labels, rows.kinds, strict=True)
+    )
+    (corpus / "mixed.jsonl").write_text("\n".join(lines) + "\n")
+    reports = []
+    other_windows = {"ALKNET_WINDOWS__SIZE": "64", "ALKNET_WINDOWS__POOLING": "max"}
+    for name, env in (("configured", {}), ("other", other_windows)):
+        out = tmp_path / f"{name}.json"
+        args = ["codebook", "eval", "--corpus", str(corpus), "--out", str(out)]
+        result = run_cli(args, tiny_env | env)
+        assert result.returncode == 0, result.stderr
+        reports.append(json.loads(out.read_text()))
+    assert reports[0] == reports[1] and reports[0]

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from alknet_firewall.cli import build_parser
 from alknet_firewall.config import Settings, load_settings
-from worker.keys import Keys
+from alknet_firewall.queue.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

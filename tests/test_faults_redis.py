@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from alknet_firewall.queue.jobs import JobBook
+from alknet_firewall.queue.store import ResultStore
 from producer.enqueue import EnqueueReport, enqueue
-from producer.jobs import JobBook
 from tests.queue_helpers import (
     Namespace,
     WorkerProcess,
@@ -32,7 +33,6 @@ from tests.queue_helpers import (
     namespace,
     worker_process,
 )
-from worker.store import ResultStore
 
 pytestmark = [
     pytest.mark.redis,

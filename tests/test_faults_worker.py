@@ -22,11 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from alknet_firewall.config import Settings
+from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.firewall import Firewall
+from alknet_firewall.queue.jobs import JobBook
+from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.schema import Verdict
+from alknet_firewall.screening import Screener
 from producer.enqueue import enqueue
-from producer.jobs import JobBook
 from tests.queue_helpers import (
     ROOT,
     FakeScreener,
@@ -37,9 +39,7 @@ from tests.queue_helpers import (
     namespace,
     worker_process,
 )
-from worker.batching import Screener
 from worker.runtime import OVERRUN_EXIT_CODE
-from worker.store import ResultStore
 
 pytestmark = pytest.mark.redis
 
@@ -55,15 +55,13 @@ class HangingScreener(FakeScreener):
 
 def hanging_worker_main() -> None:
     """Entry point of the worker process of the hang test."""
-    import worker.runtime
+    from worker.runtime import WorkerApp
 
-    def load_screener(settings: Settings) -> Screener:  # same signature as the one replaced
+    def load_screener(settings: Settings) -> Screener:
         del settings
         return HangingScreener()
 
-    worker.runtime.load_screener = load_screener
-    from worker.celery import app
-
+    app = WorkerApp(load_settings(), load_screener=load_screener)
     app.worker_main(["worker", "--loglevel=INFO", *sys.argv[1:]])
 
 

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from alknet_firewall.errors import ScreeningError
 from alknet_firewall.schema import Verdict
 from tests.queue_helpers import FakeScreener, fake_verdict
-from worker.batching import BatchStats, MicroBatcher, ScreeningError
+from worker.batching import BatchStats, MicroBatcher
 
 
 def make_batcher(
@@ -99,8 +100,8 @@ def test_a_failing_document_does_not_fail_its_batch() -> None:
     with pytest.raises(ScreeningError, match="model error: RuntimeError: the fake model chokes"):
         futures[1].result(timeout=5)
     batcher.close()
-    assert screener.batches == [3, 1, 1, 1]  # the batch, then each member alone
-    assert [s.ok for s in stats] == [False, True, False, True]
+    assert screener.batches == [3, 1, 2, 1, 1]  # the batch, then halves down to the culprit
+    assert [s.ok for s in stats] == [False, True, False, False, True]
 
 
 def test_a_solo_document_never_shares_a_batch() -> None:

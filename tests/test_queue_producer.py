@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from alknet_firewall.errors import QueueUnavailable
+from alknet_firewall.queue.jobs import JobBook
+from alknet_firewall.queue.store import ResultStore
 from producer import cli
-from producer.enqueue import QueueUnavailable, enqueue
-from producer.jobs import JobBook
+from producer.enqueue import enqueue
 from tests.queue_helpers import ROOT, Namespace, namespace
-from worker.store import ResultStore
 
 
 @pytest.fixture
@@ -35,13 +36,14 @@ def write_jsonl(path: Path, n: int, **extra: object) -> Path:
 def test_the_producer_never_imports_torch() -> None:
     code = (
         "import sys, producer.cli, producer.enqueue, producer.status, producer.export, "
-        "worker.app, worker.celery; "
+        "alknet_firewall.queue.app, alknet_firewall.queue.jobs, worker.celery; "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch!'"
     )
     env = {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
 
 
+@pytest.mark.redis
 def test_enqueue_sends_one_json_message_per_document(ns: Namespace, tmp_path: Path) -> None:
     report = enqueue(ns.settings(), str(write_jsonl(tmp_path / "in.jsonl", 25)), "j1")
     assert (report.read, report.sent, report.skipped, report.read_errors) == (25, 25, 0, 0)
@@ -58,6 +60,7 @@ def test_enqueue_sends_one_json_message_per_document(ns: Namespace, tmp_path: Pa
     )
 
 
+@pytest.mark.redis
 def test_unreadable_records_become_error_rows(ns: Namespace, tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text(
@@ -70,9 +73,10 @@ def test_unreadable_records_become_error_rows(ns: Namespace, tmp_path: Path) -> 
     assert rows[0] is None  # "ok" is waiting for a worker
     assert rows[1] is not None and rows[1]["decision"] == "error"
     assert "not valid JSON" in rows[1]["error"]
-    assert rows[2] is not None and "over the limit" in rows[2]["error"]
+    assert rows[2] is not None and "limits.max_chars is" in rows[2]["error"]
 
 
+@pytest.mark.redis
 def test_backpressure_holds_the_producer_until_the_queue_shrinks(
     ns: Namespace, tmp_path: Path
 ) -> None:
@@ -124,6 +128,7 @@ def test_the_cli_reports_an_unreachable_broker(
     assert "Redis unreachable" in capsys.readouterr().err
 
 
+@pytest.mark.redis
 def test_a_bad_job_name_is_refused(ns: Namespace, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bad job name"):
         enqueue(ns.settings(), str(write_jsonl(tmp_path / "in.jsonl", 1)), "no spaces")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from alknet_firewall.queue_settings import QueueSettings
-from worker.broker import transport_options
+from alknet_firewall.queue.broker import transport_options
+from alknet_firewall.queue.settings import QueueSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,3 +41,21 @@ def test_kombu_sweeps_for_lost_messages_soon_after_they_are_due() -> None:
     assert options["visibility_timeout"] == 8
     assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] <= 1
     assert options["global_keyprefix"] == "alknet:"
+
+
+def test_the_old_name_of_document_tokens_still_works_with_a_warning() -> None:
+    with pytest.warns(FutureWarning, match="renamed document_tokens"):
+        settings = QueueSettings(batch={"token_budget": 4096})  # type: ignore[arg-type]
+    assert settings.batch.document_tokens == 4096
+    with pytest.raises(ValueError, match="old name of document_tokens"):
+        QueueSettings(batch={"token_budget": 4096, "document_tokens": 2048})  # type: ignore[arg-type]
+
+
+def test_the_old_environment_variable_still_sets_document_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from alknet_firewall.config import load_settings
+
+    monkeypatch.setenv("ALKNET_QUEUE__BATCH__TOKEN_BUDGET", "8192")
+    with pytest.warns(FutureWarning, match="ALKNET_QUEUE__BATCH__DOCUMENT_TOKENS"):
+        assert load_settings().queue.batch.document_tokens == 8192

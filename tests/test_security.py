@@ -27,10 +27,10 @@ import redis
 
 from alknet_firewall.config import load_settings
 from alknet_firewall.firewall import Firewall
+from alknet_firewall.queue.app import create_app
 from tests.queue_helpers import ROOT, Namespace, WorkerProcess, fake_verdict, worker_process
 from tests.test_faults_redis import RedisServer, own_namespace, redis_server, write_corpus
 from tests.tiny import tiny_settings
-from worker.app import create_app
 
 needs_redis_server = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="needs redis-server"
@@ -88,6 +88,7 @@ def user_namespace(ns: Namespace, port: int, password: str) -> Namespace:
     return ns
 
 
+@pytest.mark.redis
 @needs_redis_server
 def test_an_acl_user_runs_worker_and_producer_and_no_password_is_ever_printed(
     acl_redis: tuple[RedisServer, Namespace], tmp_path: Path
@@ -118,6 +119,7 @@ def test_an_acl_user_runs_worker_and_producer_and_no_password_is_ever_printed(
         assert USER_PASSWORD not in text and ADMIN_PASSWORD not in text
 
 
+@pytest.mark.redis
 @needs_redis_server
 def test_a_wrong_password_is_a_clear_quick_error_that_does_not_print_it(
     acl_redis: tuple[RedisServer, Namespace], tmp_path: Path
@@ -149,7 +151,8 @@ def test_a_wrong_password_is_a_clear_quick_error_that_does_not_print_it(
 
 
 def test_an_unreachable_broker_message_masks_the_password(tmp_path: Path) -> None:
-    from producer.enqueue import QueueUnavailable, enqueue
+    from alknet_firewall.errors import QueueUnavailable
+    from producer.enqueue import enqueue
 
     ns = Namespace(
         ALKNET_QUEUE__PRODUCER__CONNECT_RETRIES="1",
@@ -241,6 +244,7 @@ def test_a_rediss_broker_url_verifies_the_server_certificate() -> None:
     assert create_app(load_settings()).connection_for_write().ssl is None  # plain redis://
 
 
+@pytest.mark.redis
 @pytest.mark.skipif(not redis_has_tls(), reason="redis-server built without TLS")
 def test_worker_and_producer_over_tls_and_an_unverified_server_is_refused(tmp_path: Path) -> None:
     ca, cert, key = _certificates(tmp_path / "tls")

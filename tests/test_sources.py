@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alknet_firewall.schema import Document
-from alknet_firewall.sources import Record, SourceError, error_row, read_records
+from alknet_firewall.sources import Record, UnreadableRecord, read_records
 
 # --- helpers -----------------------------------------------------------------------------
 
@@ -41,8 +41,8 @@ def docs(records: list[Record]) -> list[Document]:
     return [r for r in records if isinstance(r, Document)]
 
 
-def only_error(records: list[Record]) -> SourceError:
-    errors = [r for r in records if isinstance(r, SourceError)]
+def only_error(records: list[Record]) -> UnreadableRecord:
+    errors = [r for r in records if isinstance(r, UnreadableRecord)]
     assert len(errors) == 1, records
     return errors[0]
 
@@ -50,7 +50,7 @@ def only_error(records: list[Record]) -> SourceError:
 def summary(records: list[Record]) -> list[tuple[str | None, int | None, str | None]]:
     """(id, line, reason) per record; line and reason are None for Documents."""
     return [
-        (r.id, r.line, r.reason) if isinstance(r, SourceError) else (r.id, None, None)
+        (r.id, r.line, r.reason) if isinstance(r, UnreadableRecord) else (r.id, None, None)
         for r in records
     ]
 
@@ -132,8 +132,8 @@ def test_jsonl_bad_rows_become_errors_at_their_line(tmp_path: Path, line: str, r
 def test_error_keeps_the_id_when_it_was_read(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "in.jsonl", [{"id": "q", "text": ""}, {"text": 3}])
     first, second = read(path)
-    assert isinstance(first, SourceError) and first.id == "q"
-    assert isinstance(second, SourceError) and second.id == "in.jsonl:2"
+    assert isinstance(first, UnreadableRecord) and first.id == "q"
+    assert isinstance(second, UnreadableRecord) and second.id == "in.jsonl:2"
 
 
 def test_duplicate_ids_are_errors_for_the_later_rows(tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ def test_duplicate_ids_are_errors_for_the_later_rows(tmp_path: Path) -> None:
     )
     first, second, third = read(path)
     assert isinstance(first, Document) and isinstance(second, Document)
-    assert isinstance(third, SourceError)
+    assert isinstance(third, UnreadableRecord)
     assert (third.line, third.id) == (4, "a1")
     assert third.reason == "duplicate id 'a1' (first seen at line 1)"
 
@@ -167,7 +167,7 @@ def test_latin1_file_gives_not_utf8_errors(tmp_path: Path) -> None:
     path = tmp_path / "latin1.jsonl"
     path.write_bytes('{"text": "Grüße"}\n{"text": "plain"}\n'.encode("latin-1"))
     first, second = read(path)
-    assert isinstance(first, SourceError) and first.reason.startswith("not UTF-8")
+    assert isinstance(first, UnreadableRecord) and first.reason.startswith("not UTF-8")
     assert isinstance(second, Document) and second.text == "plain"
 
 
@@ -176,7 +176,7 @@ def test_utf16_file_gives_errors_not_a_crash(tmp_path: Path) -> None:
     path.write_bytes('{"text": "one"}\n{"text": "two"}\n'.encode("utf-16"))
     records = read(path)
     assert records
-    assert all(isinstance(r, SourceError) and "UTF-16" in r.reason for r in records)
+    assert all(isinstance(r, UnreadableRecord) and "UTF-16" in r.reason for r in records)
 
 
 def test_utf8_bom_is_ignored(tmp_path: Path) -> None:
@@ -232,7 +232,7 @@ def test_a_ten_megabyte_line_is_read(tmp_path: Path) -> None:
 def test_text_over_max_chars_is_an_error(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "in.jsonl", [{"id": "a", "text": "x" * 101}, {"text": "ok"}])
     records = read(path, max_chars=100)
-    assert only_error(records).reason == "text is 101 characters, over the limit of 100"
+    assert only_error(records).reason == "text has 101 characters; limits.max_chars is 100"
     assert len(records) == 2
 
 
@@ -247,7 +247,7 @@ def test_a_line_over_the_cap_is_an_error_and_reading_goes_on(tmp_path: Path) -> 
         tracemalloc.stop()
     assert peak < 1_000_000  # the 5 MB line was never held in memory
     first, second = records
-    assert isinstance(first, SourceError)
+    assert isinstance(first, UnreadableRecord)
     assert (first.line, first.reason) == (1, "line longer than 65,536 bytes")
     assert isinstance(second, Document) and second.text == "next"
 
@@ -257,14 +257,14 @@ def test_a_line_of_exactly_the_cap_is_read(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "in.jsonl", [line, line.replace("y", "z") + " "])
     records = read(path, max_line_bytes=len(line))
     assert isinstance(records[0], Document)
-    assert isinstance(records[1], SourceError) and "line longer than" in records[1].reason
+    assert isinstance(records[1], UnreadableRecord) and "line longer than" in records[1].reason
 
 
 def test_stdin(tmp_path: Path) -> None:
     data = io.BytesIO(b'{"text": "from a pipe"}\n\nnot json\n')
     doc, err = read("-", stdin=data)
     assert isinstance(doc, Document) and (doc.id, doc.text) == ("stdin:1", "from a pipe")
-    assert isinstance(err, SourceError) and (err.location, err.line) == ("-", 3)
+    assert isinstance(err, UnreadableRecord) and (err.location, err.line) == ("-", 3)
 
 
 def test_stdin_as_csv_and_as_chat() -> None:
@@ -300,17 +300,6 @@ def test_format_must_fit_the_path(tmp_path: Path) -> None:
 def test_other_suffixes_read_as_jsonl(tmp_path: Path, name: str) -> None:
     path = write_lines(tmp_path / name, [{"id": "a", "text": "x"}])
     assert [d.id for d in docs(read(path))] == ["a"]
-
-
-def test_error_row() -> None:
-    err = SourceError("in.jsonl", 3, "a1", "empty text")
-    assert error_row(err) == {
-        "id": "a1",
-        "line": 3,
-        "location": "in.jsonl",
-        "decision": "error",
-        "error": "empty text",
-    }
 
 
 def test_importing_sources_loads_no_model_stack() -> None:
@@ -386,7 +375,7 @@ def test_chat_row_problems_give_one_error_per_message(tmp_path: Path) -> None:
     ]
     records = read(write_lines(tmp_path / "chat.jsonl", rows), fmt="chat")
     assert len(records) == 4
-    assert all(isinstance(r, SourceError) for r in records)
+    assert all(isinstance(r, UnreadableRecord) for r in records)
     assert [r.id for r in records] == [None, None, "c#0", "c#1"]
 
 
@@ -399,10 +388,10 @@ def test_chat_detection_uses_the_first_object(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "chat.jsonl", rows)
     records = read(path)
     assert [r.id for r in records] == [None, "c1#0", "d"]
-    assert isinstance(records[2], SourceError) and records[2].reason == "no 'messages' list"
+    assert isinstance(records[2], UnreadableRecord) and records[2].reason == "no 'messages' list"
     # Forced JSONL: the conversation row is a row without text.
     forced = read(path, fmt="jsonl")
-    assert isinstance(forced[1], SourceError) and forced[1].reason == "no 'text' field"
+    assert isinstance(forced[1], UnreadableRecord) and forced[1].reason == "no 'text' field"
     # A messages list next to a text field is a document with extra metadata.
     both = write_lines(tmp_path / "both.jsonl", [{"text": "t", "messages": []}])
     assert [d.text for d in docs(read(both))] == ["t"]
@@ -416,7 +405,7 @@ def test_chat_fallback_ids_and_duplicates(tmp_path: Path) -> None:
     ]
     records = read(write_lines(tmp_path / "chat.jsonl", rows))
     assert [r.id for r in records] == ["chat.jsonl:1#0", "x#0", "x#0", "x#1"]
-    assert isinstance(records[2], SourceError) and "duplicate id 'x#0'" in records[2].reason
+    assert isinstance(records[2], UnreadableRecord) and "duplicate id 'x#0'" in records[2].reason
     assert isinstance(records[3], Document)
 
 
@@ -468,8 +457,8 @@ def test_csv_long_fields_and_lines(tmp_path: Path) -> None:
     big = "z" * 300_000  # over the csv module's default field limit of 131,072
     path.write_text(f"text\n{big}\n{'q' * 5000}\nafter\n")
     first, second, third = read(path, max_line_bytes=4096)
-    assert isinstance(first, SourceError) and "line longer than 4,096 bytes" in first.reason
-    assert isinstance(second, SourceError) and second.line == 2
+    assert isinstance(first, UnreadableRecord) and "line longer than 4,096 bytes" in first.reason
+    assert isinstance(second, UnreadableRecord) and second.line == 2
     assert isinstance(third, Document) and (third.id, third.text) == ("in.csv:3", "after")
     (doc, _, _) = read(path, max_chars=400_000)
     assert isinstance(doc, Document) and doc.text == big
@@ -513,7 +502,7 @@ def test_folder(tmp_path: Path) -> None:
     assert texts["a.md"] == "with a BOM\r\n"
     assert texts["sub/deeper/c.txt"] == "deep \u202e text"
     err = records[4]
-    assert isinstance(err, SourceError)
+    assert isinstance(err, UnreadableRecord)
     assert (err.location, err.line) == (str(root / "sub" / "image.png"), None)
 
 
@@ -521,8 +510,10 @@ def test_folder_file_over_the_size_limit(tmp_path: Path) -> None:
     (tmp_path / "big.txt").write_text("x" * 500)
     (tmp_path / "chars.txt").write_text("é" * 150)  # 300 bytes, 150 characters
     big, chars = read(tmp_path, max_chars=100)
-    assert isinstance(big, SourceError) and big.reason.startswith("file is 500 bytes")
-    assert isinstance(chars, SourceError) and chars.reason.startswith("text is 150 characters")
+    assert isinstance(big, UnreadableRecord) and big.reason.startswith("file is 500 bytes")
+    assert isinstance(chars, UnreadableRecord) and chars.reason.startswith(
+        "text has 150 characters"
+    )
 
 
 # --- properties and fuzzing ------------------------------------------------------------------
@@ -644,6 +635,6 @@ def test_fuzz_corpus_never_crashes(tmp_path: Path, fmt: Any) -> None:
         except ValueError as exc:  # only CSV header problems may raise, and only those
             assert fmt == "csv" and "CSV header" in str(exc)
             continue
-        assert all(isinstance(r, Document | SourceError) for r in records)
+        assert all(isinstance(r, Document | UnreadableRecord) for r in records)
         if fmt == "jsonl":
             assert len(records) == non_blank(data.split(b"\n"))

@@ -11,10 +11,12 @@ budget with no added delay.
 Why our own batcher and not celery-batches: with this one every document stays an
 ordinary Celery message with its own late ack, retry and requeue, and batches are cut
 by tokens, not by a count of messages; celery-batches acks a whole batch when its
-function returns, even when it raised, and cannot retry (see QUEUE-NOTES.md).
+function returns, even when it raised (celery_batches/trace.py), and cannot retry
+(celery-batches issue #10).
 
-Failure isolation: when a batched forward pass raises, its documents are screened one
-by one, so only the culprit gets a `ScreeningError`; its batch-mates get their verdicts.
+Failure isolation (`alknet_firewall.screening.screen_isolating`, as in process): when a
+batched forward pass raises, each half is screened again, so only the culprit gets a
+`ScreeningError`; its batch-mates get their verdicts.
 A document flagged `solo` (one delivered before: a suspect in a crash) always runs
 alone. A forward pass that runs past `time_limit_s` cannot be interrupted from Python;
 the watchdog then calls `on_overrun`, which in a worker ends the process (its messages
@@ -29,26 +31,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from alknet_firewall.schema import Verdict
-
-REASON_MAX_CHARS = 500
-
-
-class Screener(Protocol):
-    """What the worker needs from the firewall (`alknet_firewall.firewall.Firewall`)."""
-
-    @property
-    def codebook_version(self) -> str: ...
-
-    def screen_batch(self, texts: Sequence[str]) -> list[Verdict]: ...
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
-
-
-class ScreeningError(Exception):
-    """The model raised on this document screened alone; the message says what it raised."""
+from alknet_firewall.screening import screen_isolating
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,32 +148,24 @@ class MicroBatcher:
         return batch
 
     def _run(self, batch: list[_Pending]) -> None:
+        for pending, result in zip(batch, screen_isolating(self._pass, batch), strict=True):
+            if isinstance(result, Verdict):
+                pending.future.set_result(result)
+            else:
+                pending.future.set_exception(result)
+
+    def _pass(self, batch: Sequence[_Pending]) -> list[Verdict]:
+        """One forward pass, watched by the watchdog and reported to `on_batch`."""
         started = self._busy_since = time.monotonic()
+        verdicts: list[Verdict] = []
         try:
             verdicts = self._screen([p.text for p in batch])
-            if len(verdicts) != len(batch):
-                raise RuntimeError(f"{len(verdicts)} verdicts for {len(batch)} texts")
-        except Exception as exc:
+            return verdicts
+        finally:
             self._busy_since = None
-            self._report(batch, started, ok=False)
-            self._isolate(batch, exc)
-            return
-        self._busy_since = None
-        self._report(batch, started, ok=True)
-        for pending, verdict in zip(batch, verdicts, strict=True):
-            pending.future.set_result(verdict)
-
-    def _isolate(self, batch: list[_Pending], exc: Exception) -> None:
-        if len(batch) == 1:
-            reason = f"model error: {type(exc).__name__}: {exc}"[:REASON_MAX_CHARS]
-            batch[0].future.set_exception(ScreeningError(reason))
-            return
-        for pending in batch:
-            self._run([pending])
-
-    def _report(self, batch: list[_Pending], started: float, *, ok: bool) -> None:
-        tokens = sum(p.tokens for p in batch)
-        self._on_batch(BatchStats(len(batch), tokens, time.monotonic() - started, ok))
+            tokens = sum(p.tokens for p in batch)
+            ok = len(verdicts) == len(batch)
+            self._on_batch(BatchStats(len(batch), tokens, time.monotonic() - started, ok))
 
     def _watch(self) -> None:
         tick = min(1.0, self._time_limit / 10)

@@ -14,6 +14,6 @@ Local run, everything on one machine (Redis on 127.0.0.1:6379):
 from __future__ import annotations
 
 from alknet_firewall.config import load_settings
-from worker.app import create_app
+from worker.runtime import WorkerApp
 
-app = create_app(load_settings())
+app = WorkerApp(load_settings())

@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run_worker(args: argparse.Namespace) -> int:
     from alknet_firewall.config import load_settings
-    from worker.app import create_app
+    from worker.runtime import WorkerApp
 
     settings = load_settings(getattr(args, "config", None))
     worker = settings.queue.worker.model_copy(
@@ -50,7 +50,7 @@ def run_worker(args: argparse.Namespace) -> int:
     model = settings.model.model_copy(update={"device": args.device or settings.model.device})
     queue = settings.queue.model_copy(update={"worker": worker})
     settings = settings.model_copy(update={"queue": queue, "model": model})
-    app = create_app(settings)
+    app = WorkerApp(settings)
     app.worker_main(
         [
             "worker",

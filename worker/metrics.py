@@ -24,7 +24,8 @@ REGISTRY = CollectorRegistry()
 
 DOCUMENTS = Counter(
     "alknet_documents_total",
-    "Documents finished, by outcome: screened, cached, error, duplicate (already had a row)",
+    "Documents finished, by outcome: screened, cached, error, gave_up (an error row after "
+    "too many deliveries), duplicate (already had a row)",
     ["outcome"],
     registry=REGISTRY,
 )

@@ -1,5 +1,9 @@
 """Per-process worker state, built once when the worker starts: model, batcher, store.
 
+`WorkerApp` is the Celery app a worker runs: the shared one (`alknet_firewall.queue.app`)
+plus its task module and the factory that loads this process's screener, an explicit
+parameter so that tests start workers on a fake model without patching anything.
+
 Built in the `worker_init` signal, before the consumer connects, so no message is
 reserved while the model loads (seconds) and no `worker_proc_alive_timeout` applies:
 the threads and solo pools have no child processes. The model therefore lives in the
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +24,15 @@ from celery.concurrency import get_implementation
 from celery.signals import worker_init, worker_shutdown
 
 from alknet_firewall.config import Settings
+from alknet_firewall.queue.app import FirewallApp
+from alknet_firewall.queue.broker import queue_length
+from alknet_firewall.queue.connection import redis_client
+from alknet_firewall.queue.keys import Keys
+from alknet_firewall.queue.store import ResultStore
+from alknet_firewall.screening import Screener
 from worker import metrics
-from worker.batching import MicroBatcher, Screener
-from worker.broker import queue_length
-from worker.keys import Keys
+from worker.batching import MicroBatcher
 from worker.screening import Screening
-from worker.store import ResultStore, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,11 @@ def current() -> Runtime:
     return _runtime
 
 
-def load_screener(settings: Settings) -> Screener:
+ScreenerFactory = Callable[[Settings], Screener]
+TASK_MODULES = ("worker.tasks",)  # the task body: model, batcher, store
+
+
+def load_firewall(settings: Settings) -> Screener:
     """The firewall this process screens with: model and codebook, loaded once."""
     from alknet_firewall.firewall import Firewall  # torch: worker processes only
 
@@ -58,7 +70,15 @@ def load_screener(settings: Settings) -> Screener:
     return firewall
 
 
-def start(settings: Settings) -> Runtime:
+class WorkerApp(FirewallApp):
+    """The worker's Celery app: the shared app, its task module, and its screener factory."""
+
+    def __init__(self, settings: Settings, load_screener: ScreenerFactory = load_firewall) -> None:
+        super().__init__(settings, include=TASK_MODULES)
+        self.load_screener = load_screener
+
+
+def start(settings: Settings, load_screener: ScreenerFactory = load_firewall) -> Runtime:
     """Load the model, start the batcher and the metrics endpoint, publish the codebook."""
     global _runtime
     q = settings.queue
@@ -66,7 +86,7 @@ def start(settings: Settings) -> Runtime:
     store = ResultStore.from_settings(q)
     batcher = MicroBatcher(
         screener.screen_batch,
-        token_budget=q.batch.token_budget,
+        token_budget=q.batch.document_tokens,
         max_docs=q.worker.concurrency,
         # A solo worker runs one task at a time: waiting for batch-mates only adds delay.
         max_wait_s=0.0 if q.worker.pool == "solo" else q.batch.max_wait_ms / 1000,
@@ -116,13 +136,14 @@ def _pool_name(pool: Any) -> str:
 @worker_init.connect  # type: ignore[untyped-decorator]
 def _on_worker_init(sender: Any, **_: Any) -> None:
     pool = _pool_name(sender.pool_cls)
-    settings = getattr(sender.app, "settings", None)
-    if not isinstance(settings, Settings):
-        raise SystemExit("the Celery app has no alknet settings: use `celery -A worker`")
+    app = sender.app
+    if not isinstance(app, WorkerApp):
+        raise SystemExit("the Celery app is not alknet's worker app: use `celery -A worker`")
+    settings = app.settings
     worker = settings.queue.worker.model_copy(update={"pool": pool})
     queue = settings.queue.model_copy(update={"worker": worker})
     try:
-        start(settings.model_copy(update={"queue": queue}))
+        start(settings.model_copy(update={"queue": queue}), app.load_screener)
     except Exception as exc:
         log.critical("the worker cannot start", exc_info=True)
         raise SystemExit(f"the worker cannot start: {exc}") from exc

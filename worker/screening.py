@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
-from alknet_firewall.queue_settings import WorkerSettings
+from alknet_firewall.errors import ScreeningError
+from alknet_firewall.queue.connection import with_retries
+from alknet_firewall.queue.keys import result_field
+from alknet_firewall.queue.settings import WorkerSettings
+from alknet_firewall.queue.store import DeliveryStore
 from alknet_firewall.rows import result_row
 from alknet_firewall.schema import Document, Verdict
-from worker.batching import REASON_MAX_CHARS, MicroBatcher, Screener, ScreeningError
-from worker.keys import result_field
-from worker.store import ResultStore, with_retries
+from alknet_firewall.screening import REASON_MAX_CHARS, Screener
+from worker.batching import MicroBatcher
 
 T = TypeVar("T")
 
@@ -31,6 +34,7 @@ class Outcome(StrEnum):
     SCREENED = "screened"
     CACHED = "cached"
     ERROR = "error"
+    GAVE_UP = "gave_up"  # an error row after too many deliveries
     DUPLICATE = "duplicate"
 
 
@@ -38,7 +42,7 @@ class Outcome(StrEnum):
 class Screening:
     """Screens delivered documents through the batcher and stores their rows."""
 
-    store: ResultStore
+    store: DeliveryStore
     screener: Screener
     batcher: MicroBatcher
     limits: WorkerSettings
@@ -56,7 +60,8 @@ class Screening:
                 f"gave up after {deliveries - 1} deliveries: the worker died or ran out "
                 "of time each time it screened this document"
             )
-            return self._finish(job, field, doc, Verdict.failed(reason, version))
+            self._finish(job, field, doc, Verdict.failed(reason, version))
+            return Outcome.GAVE_UP
         cached = self._redis(lambda: self.store.cached_verdict(version, digest))
         if cached is not None:
             self._finish(job, field, doc, cached)

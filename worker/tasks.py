@@ -14,27 +14,30 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import Reject
 
-from alknet_firewall.schema import Document
+from alknet_firewall.errors import ScreeningError
+from alknet_firewall.queue.connection import TRANSIENT_ERRORS, backoff_s
+from alknet_firewall.queue.message import TASK_NAME, ScreenMessage
 from worker import metrics, runtime
-from worker.app import TASK_NAME
-from worker.batching import ScreeningError
-from worker.store import TRANSIENT_ERRORS
+from worker.screening import Outcome
 
 
 @shared_task(bind=True, name=TASK_NAME)  # type: ignore[untyped-decorator]  # Celery: no hints
-def screen(task: Task, job: str, doc_id: str, text: str, meta: dict[str, Any]) -> str:
-    """Screen one document of `job` and store its row; returns how it ended."""
+def screen(task: Task, **kwargs: Any) -> str:
+    """Screen one document and store its row in its job; returns how it ended."""
+    message = ScreenMessage.model_validate(kwargs)
     rt = runtime.current()
     limits = rt.settings.queue.worker
     retries = int(task.request.retries)
-    doc = Document(id=doc_id, text=text, meta=meta)
+    may_retry = retries < limits.model_retries
     try:
-        outcome = rt.screening.handle(job, doc, may_retry=retries < limits.model_retries)
+        outcome = rt.screening.handle(message.job, message.document, may_retry=may_retry)
     except ScreeningError as exc:
-        delay = min(limits.retry_backoff_s * 2**retries, limits.retry_backoff_max_s)
+        delay = backoff_s(retries, limits.retry_backoff_s, limits.retry_backoff_max_s)
         raise task.retry(exc=exc, countdown=delay, max_retries=limits.model_retries) from exc
     except TRANSIENT_ERRORS as exc:
         metrics.ERRORS.labels("store").inc()
         raise Reject(exc, requeue=True) from exc
+    if outcome is Outcome.GAVE_UP:
+        metrics.ERRORS.labels("gave_up").inc()
     metrics.DOCUMENTS.labels(outcome.value).inc()
     return outcome.value

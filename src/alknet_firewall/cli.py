@@ -1,6 +1,10 @@
 """`alknet-firewall`: screen in-process, build and evaluate codebooks, prepare the model,
 and (from producer/ and worker/) run the queued service.
 
+The CLI sits on top of every layer, and nothing imports it. The queue's commands are
+plug-ins: `producer` and `worker` declare their `register` functions under the
+`alknet_firewall.commands` entry-point group (pyproject.toml), so this package never
+names the packages above it, and an install without them simply has no queue commands.
 Heavy imports happen inside the handlers: `--help`, `enqueue` and `status` never load torch.
 """
 
@@ -11,14 +15,14 @@ import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from importlib.metadata import entry_points
 from itertools import islice
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from alknet_firewall.config import ConfigError, Settings, load_settings
-
-if TYPE_CHECKING:
-    from alknet_firewall.sources import Record
+from alknet_firewall.config import Settings, load_settings
+from alknet_firewall.errors import AlknetError, InputError
+from alknet_firewall.sources import FORMATS, Record
 
 DEFAULT_CORPUS = "../shared/data/corpus"
 SCREEN_CHUNK = 512  # documents per screen_batch call: long enough for length sorting to pay
@@ -33,12 +37,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
-        print(f"alknet-firewall: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except AlknetError as exc:  # anything else is a bug: its traceback is what a report needs
+        print(f"alknet-firewall: {_one_line(exc)}", file=sys.stderr)
+        return 2
     return code
+
+
+def _one_line(exc: BaseException) -> str:
+    # Messages that quote a path or a parse error may hold newlines: one line on stderr
+    # keeps log collectors and `2>&1 | tail -1` readable.
+    return " ".join(str(exc).split())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     screen = sub.add_parser("screen", help="screen documents in this process, no broker")
     screen.add_argument("input", help="JSONL (id, text), CSV, chat log, folder of text files, or -")
     screen.add_argument("--out", default="-", help="output JSONL (default: standard output)")
-    screen.add_argument("--format", choices=("auto", "jsonl", "csv", "dir", "chat"), default="auto")
+    screen.add_argument("--format", choices=FORMATS, default="auto")
     screen.add_argument("--no-progress", action="store_true", help="no progress bar")
     screen.set_defaults(func=run_screen)
 
@@ -90,15 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMANDS_GROUP = "alknet_firewall.commands"
+
+
 def _register_queue_commands(sub: argparse._SubParsersAction[Any]) -> None:
-    """The queue side's commands, where its packages are installed alongside."""
-    try:
-        from producer.cli import register as register_producer
-        from worker.cli import register as register_worker
-    except ImportError:  # a library-only install: no queue commands
-        return
-    register_producer(sub)
-    register_worker(sub)
+    """The commands of installed plug-ins (producer, worker), in a stable order."""
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        entry.load()(sub)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -109,43 +117,28 @@ def run_screen(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from alknet_firewall.firewall import Firewall
+    from alknet_firewall.screening import ScreeningService
     from alknet_firewall.sources import read_records
 
     settings = _settings(args)
     try:
         records = read_records(args.input, fmt=args.format, max_chars=settings.limits.max_chars)
     except (OSError, ValueError) as exc:
-        print(f"alknet-firewall screen: {exc}", file=sys.stderr)
-        return 2
-    firewall = Firewall.from_settings(settings)
+        raise InputError(f"cannot read {args.input}: {exc}") from exc
+    service = ScreeningService(Firewall.from_settings(settings))
     failed = screened = 0
     with (
         _open_out(args.out) as out,
         tqdm(unit="doc", desc="screen", disable=args.no_progress, file=sys.stderr) as bar,
     ):
         for chunk in _chunks(records, SCREEN_CHUNK):
-            for row in screen_chunk(firewall, chunk):
+            for row in service.rows(chunk):
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
                 failed += row["decision"] == "error"
                 screened += 1
             bar.update(len(chunk))
     print(f"screened {screened} documents, {failed} failed", file=sys.stderr)
     return 1 if failed else 0
-
-
-def screen_chunk(firewall: Any, chunk: list[Record]) -> Iterator[dict[str, Any]]:
-    """Output rows for a chunk of records, in input order: verdicts and error rows."""
-    from alknet_firewall.rows import result_row
-    from alknet_firewall.schema import Document
-    from alknet_firewall.sources import error_row
-
-    documents = [record for record in chunk if isinstance(record, Document)]
-    verdicts = iter(firewall.screen_batch([document.text for document in documents]))
-    for record in chunk:
-        if isinstance(record, Document):
-            yield result_row(record.id, record.meta, next(verdicts))
-        else:
-            yield error_row(record) | {"codebook_version": firewall.codebook_version}
 
 
 def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
@@ -223,8 +216,9 @@ def run_build(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from alknet_firewall.build import evaluate_codebook
     from alknet_firewall.codebook import Codebook
+    from alknet_firewall.codebook_settings import fitted_settings
     from alknet_firewall.corpus import corpus_files, load_rows
-    from alknet_firewall.firewall import codebook_settings, load_codebook
+    from alknet_firewall.firewall import load_codebook
     from alknet_firewall.model import TransformersDetector
 
     settings = _settings(args)
@@ -232,7 +226,7 @@ def run_eval(args: argparse.Namespace) -> int:
     files = corpus_files(Path(args.corpus), training_only=False)
     files = [path for path in files if not wanted or path.stem in wanted]
     codebook = Codebook.load(Path(args.codebook)) if args.codebook else load_codebook(settings)
-    settings = codebook_settings(settings, codebook)
+    settings = fitted_settings(settings, codebook.meta)
     rows = load_rows(files, per_file=args.per_file, seed=settings.codebook.seed)
     model = TransformersDetector.from_settings(settings.model, framed=settings.windows.framed)
     report = evaluate_codebook(codebook, model, rows, settings, progress=True)

@@ -22,15 +22,12 @@ from pydantic import BaseModel, Field
 from safetensors.numpy import load_file, save_file
 
 from alknet_firewall.density import lookup
+from alknet_firewall.errors import CodebookError
 
 FORMAT_VERSION = 2
 TENSORS_FILE = "codebook.safetensors"
 META_FILE = "codebook.json"
 LLR_CLIP = 3.0
-
-
-class CodebookError(ValueError):
-    """A codebook that cannot be used: missing, corrupt, tampered or for another model."""
 
 
 class Thresholds(BaseModel):

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -28,15 +26,14 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from alknet_firewall.queue_settings import QueueSettings
+from alknet_firewall.errors import ConfigError
+from alknet_firewall.queue.settings import QueueSettings
+from alknet_firewall.section import Section
+from alknet_firewall.validation import DEFAULT_MAX_CHARS
+
+__all__ = ["ConfigError", "Settings", "find_config_file", "load_settings"]
 
 DEFAULT_CACHE_DIR = "~/.cache/alknet-firewall"
-
-
-class Section(BaseModel):
-    """A config.toml table: unknown keys are errors, so a typo never passes silently."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelSettings(Section):
@@ -92,7 +89,7 @@ class BatchSettings(Section):
 
 
 class LimitSettings(Section):
-    max_chars: int = Field(default=1_000_000, ge=1)
+    max_chars: int = Field(default=DEFAULT_MAX_CHARS, ge=1)
 
 
 class CodebookSettings(Section):
@@ -136,10 +133,6 @@ class Settings(BaseSettings):
         # The file's values arrive as init arguments (see load_settings); listing the
         # environment first makes ALKNET_* variables win over the file.
         return (env_settings, init_settings)
-
-
-class ConfigError(ValueError):
-    """config.toml or an environment variable holds a value that does not validate."""
 
 
 def find_config_file(path: str | Path | None = None) -> Path | None:

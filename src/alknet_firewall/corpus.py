@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alknet_firewall.errors import CorpusError
 from alknet_firewall.payloads import Span, locate_payloads
 
 ATTACK_KINDS = ("direct_injection", "indirect_injection", "jailbreak")
@@ -48,10 +49,6 @@ ORIGIN_GROUPS = {
     "alpaca_eval": "alpaca",
     "code_alpaca": "alpaca",
 }
-
-
-class CorpusError(ValueError):
-    """A corpus file or row is not in the expected shape."""
 
 
 @dataclass

@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from alknet_firewall.codebook import Codebook
+from alknet_firewall.codebook_settings import fitted_settings
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.features import extract
 from alknet_firewall.model import DetectorModel, TransformersDetector, forward_token_budget
 from alknet_firewall.schema import Alarm, Decision, Verdict
 from alknet_firewall.scoring import DocumentScores, score_documents
+from alknet_firewall.validation import text_problem
 
 PACKAGED_CODEBOOK = Path(__file__).parent / "data" / "codebook"
 # Scores are reported to 4 decimals: beyond that they carry float noise from batch
@@ -29,14 +31,15 @@ class Firewall:
         )
         self.model = model
         self.codebook = codebook
-        self.settings = codebook_settings(settings, codebook)
+        self.settings = fitted_settings(settings, codebook.meta)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Firewall:
         """Load the configured codebook, then the model as that codebook reads it
         (converting the weights on first use)."""
-        codebook = load_codebook(settings or load_settings())
-        settings = codebook_settings(settings or load_settings(), codebook)
+        settings = settings or load_settings()
+        codebook = load_codebook(settings)
+        settings = fitted_settings(settings, codebook.meta)
         model = TransformersDetector.from_settings(settings.model, framed=settings.windows.framed)
         return cls(model, codebook, settings)
 
@@ -83,16 +86,8 @@ class Firewall:
         return [len(ids) for ids in encoded["input_ids"]]
 
     def _refuse(self, text: object) -> Verdict | None:
-        if not isinstance(text, str):
-            reason = f"text must be a string, got {type(text).__name__}"
-        elif not text.strip():
-            reason = "empty text"
-        elif len(text) > self.settings.limits.max_chars:
-            limit = self.settings.limits.max_chars
-            reason = f"text has {len(text):,} characters; limits.max_chars is {limit:,}"
-        else:
-            return None
-        return Verdict.failed(reason, self.codebook_version)
+        reason = text_problem(text, self.settings.limits.max_chars)
+        return None if reason is None else Verdict.failed(reason, self.codebook_version)
 
     def _verdict(self, scores: DocumentScores, row: int, tokens: int, windows: int) -> Verdict:
         if not scores.has_windows[row]:
@@ -125,20 +120,6 @@ class Firewall:
             tokens=tokens,
             windows=windows,
         )
-
-
-def codebook_settings(settings: Settings, codebook: Codebook) -> Settings:
-    """The settings with what the codebook was fitted on in place of the configured ones:
-    its layers, windows, pooling and framing are part of what its numbers mean, so they
-    win over config.toml wherever a codebook screens or is evaluated."""
-    meta = codebook.meta
-    resolved = settings.model_copy(deep=True)
-    resolved.model.layers = list(meta.layers)
-    resolved.windows.size = meta.window_size
-    resolved.windows.stride = meta.window_stride
-    resolved.windows.pooling = meta.pooling  # type: ignore[assignment]
-    resolved.windows.framed = meta.framed
-    return resolved
 
 
 def load_codebook(settings: Settings) -> Codebook:

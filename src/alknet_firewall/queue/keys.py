@@ -1,4 +1,4 @@
-"""Every Redis key the queue side uses, and every TTL, in one place.
+"""Every Redis key the queue side uses, every hash field and every TTL, in one place.
 
 All keys start with `[queue].key_prefix` ("alknet:" by default). Kombu gets the same
 prefix as its `global_keyprefix`, so the broker's own keys (the queue list, `unacked`,
@@ -6,7 +6,7 @@ prefix as its `global_keyprefix`, so the broker's own keys (the queue list, `una
 exactly the keys that start with its prefix.
 
 Per job (expire `results.ttl_s` after the last write):
-    job:{job}:meta        hash    counters (sent, skipped, done, errors...) and timestamps
+    job:{job}:meta        hash    counters and timestamps: the fields of `JobField`
     job:{job}:docs        zset    result field -> input position: the job's documents, in order
     job:{job}:results     hash    result field -> the output row (JSON), written once (HSETNX)
     job:{job}:deliveries  hash    result field -> times a worker started on it (no DLQ in Redis)
@@ -22,12 +22,35 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
-from alknet_firewall.queue_settings import QueueSettings
+from alknet_firewall.queue.settings import QueueSettings
 
 # Kombu's Redis transport puts priority p > 0 in `queue + SEP + p`: count those lists too.
 KOMBU_PRIORITY_SEP = "\x06\x16"
 KOMBU_PRIORITY_STEPS = (3, 6, 9)
+
+
+class JobField(StrEnum):
+    """The fields of a job's meta hash (`job:{job}:meta`)."""
+
+    SOURCE = "source"  # the input the last `enqueue` run read
+    RUN_STARTED_AT = "run_started_at"  # when that run started (epoch seconds)
+    DONE_AT_RUN_START = "done_at_run_start"  # rows stored before it: docs/s counts from here
+    ENQUEUE_FINISHED_AT = "enqueue_finished_at"  # present once the input is fully sent
+    # Added to by the producer, reset at each run:
+    READ = "read"
+    SENT = "sent"
+    SKIPPED = "skipped"
+    READ_ERRORS = "read_errors"
+    # Added to by whoever stores a row (the store's Lua script):
+    DONE = "done"
+    ERRORS = "errors"
+    LAST_DONE_AT = "last_done_at"
+
+
+# The counters one `enqueue` run adds to (the store adds DONE and ERRORS).
+PRODUCER_COUNTERS = (JobField.READ, JobField.SENT, JobField.SKIPPED, JobField.READ_ERRORS)
 
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 

@@ -11,33 +11,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
 import redis
-from redis.exceptions import BusyLoadingError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from alknet_firewall.queue_settings import QueueSettings
+from alknet_firewall.queue.connection import redis_client
+from alknet_firewall.queue.keys import JobField, Keys
+from alknet_firewall.queue.settings import QueueSettings
 from alknet_firewall.rows import is_error_row
 from alknet_firewall.schema import Verdict
-from worker.keys import Keys
 
-# What a retry can fix: the server is away, slow or still loading its data. Anything else
-# (a wrong type, a script error) is a bug, and retrying it only hides it.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-)
-
-# KEYS: results, meta, deliveries. ARGV: field, row JSON, is_error (0/1), now, ttl.
+# KEYS: results, meta, deliveries. ARGV: field, row JSON, is_error (0/1), now, ttl, and
+# the meta fields JobField.DONE, ERRORS, LAST_DONE_AT (named in keys.py only).
 _PUT_ROW = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[2], 'done', 1)
-if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[2], 'errors', 1) end
-redis.call('HSET', KEYS[2], 'last_done_at', ARGV[4])
+redis.call('HINCRBY', KEYS[2], ARGV[6], 1)
+if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[2], ARGV[7], 1) end
+redis.call('HSET', KEYS[2], ARGV[8], ARGV[4])
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
@@ -50,30 +40,22 @@ _FORGIVE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[1], ARGV[1], -1) end
 """
 
-T = TypeVar("T")
 
+class DeliveryStore(Protocol):
+    """What a worker needs of the store for one delivery; `memory.MemoryStore` is the
+    in-memory twin of `ResultStore`."""
 
-def redis_client(url: str) -> redis.Redis:
-    """A client that returns str and gives up on a dead connection instead of hanging."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=30,
-        socket_connect_timeout=5,
-        health_check_interval=25,
-    )
+    def begin(self, job: str, field: str) -> tuple[bool, int]: ...
 
+    def put_row(self, job: str, field: str, row: dict[str, Any]) -> bool: ...
 
-def with_retries(call: Callable[[], T], attempts: int, backoff_s: float, cap_s: float) -> T:
-    """`call()`, retried on transient Redis errors with exponential backoff; re-raises."""
-    delay = backoff_s
-    for _ in range(attempts):
-        try:
-            return call()
-        except TRANSIENT_ERRORS:
-            time.sleep(delay)
-            delay = min(2 * delay, cap_s)
-    return call()
+    def forgive(self, documents: list[tuple[str, str]]) -> None: ...
+
+    def cached_verdict(self, codebook_version: str, digest: str) -> Verdict | None: ...
+
+    def cache_verdict(self, digest: str, verdict: Verdict) -> None: ...
+
+    def publish_codebook(self, version: str) -> None: ...
 
 
 class ResultStore:
@@ -114,6 +96,9 @@ class ResultStore:
             int(is_error_row(row)),
             time.time(),
             k.results_ttl_s,
+            JobField.DONE,
+            JobField.ERRORS,
+            JobField.LAST_DONE_AT,
         ]
         written = self._put_row(keys=keys, args=args, client=pipe)
         return bool(written)

@@ -6,18 +6,15 @@ same key in config.toml; the comments here say what the key is for.
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class _Table(BaseModel):
-    """A config.toml table: unknown keys are errors, so a typo never passes silently."""
-
-    model_config = ConfigDict(extra="forbid")
+from alknet_firewall.section import Section
 
 
-class WorkerSettings(_Table):
+class WorkerSettings(Section):
     """[queue.worker]: one worker process (`alknet-firewall worker`, `celery -A worker`)."""
 
     # threads: documents wait in threads of one process so a batch can form (the default);
@@ -35,21 +32,41 @@ class WorkerSettings(_Table):
     task_events: bool = True  # Flower's task views need them
 
 
-class MicroBatchSettings(_Table):
+class MicroBatchSettings(Section):
     """[queue.batch]: when the micro-batcher closes a batch."""
 
-    token_budget: int = Field(default=16384, ge=64)
+    # Text tokens of the documents in one micro-batch, as the tokenizer counts them.
+    # Not [batching] token_budget: that caps the padded window tokens of one forward pass.
+    document_tokens: int = Field(default=16384, ge=64)
     max_wait_ms: int = Field(default=50, ge=0, le=60_000)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name(cls, values: Any) -> Any:
+        # Until 2026-11 this key was `token_budget`, the same name as [batching]'s, which
+        # counts something else. The old name still works, with a warning.
+        if not isinstance(values, dict) or "token_budget" not in values:
+            return values
+        if "document_tokens" in values:
+            raise ValueError("token_budget is the old name of document_tokens: set only the latter")
+        warnings.warn(
+            "[queue.batch] token_budget (ALKNET_QUEUE__BATCH__TOKEN_BUDGET) is renamed "
+            "document_tokens (ALKNET_QUEUE__BATCH__DOCUMENT_TOKENS)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        renamed = {k: v for k, v in values.items() if k != "token_budget"}
+        return renamed | {"document_tokens": values["token_budget"]}
 
-class ResultSettings(_Table):
+
+class ResultSettings(Section):
     """[queue.results]: how long job results and the shared verdict cache live."""
 
     ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     cache_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
 
 
-class ProducerSettings(_Table):
+class ProducerSettings(Section):
     """[queue.producer]: `alknet-firewall enqueue`."""
 
     chunk_size: int = Field(default=500, ge=1, le=100_000)
@@ -59,7 +76,7 @@ class ProducerSettings(_Table):
     connect_backoff_s: float = Field(default=1.0, gt=0)
 
 
-class QueueSettings(_Table):
+class QueueSettings(Section):
     """[queue]: where the broker and the results live, and the tables above."""
 
     broker_url: str = "redis://127.0.0.1:6379/0"

@@ -8,8 +8,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import redis
 
-from alknet_firewall.queue_settings import QueueSettings
-from worker.keys import Keys
+from alknet_firewall.queue.connection import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S
+from alknet_firewall.queue.keys import Keys
+from alknet_firewall.queue.settings import QueueSettings
 
 
 def transport_options(settings: QueueSettings) -> dict[str, Any]:
@@ -27,8 +28,8 @@ def transport_options(settings: QueueSettings) -> dict[str, Any]:
         "unacked_restore_interval": min(60, max(1, settings.visibility_timeout_s // 10)),
         "unacked_restore_throttle": 1,
         # A broker that vanishes without closing the socket must not hang a publish.
-        "socket_timeout": 30,
-        "socket_connect_timeout": 5,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
     }
 
 

@@ -3,7 +3,7 @@
 A job is the set of documents of one input, named by the user. Its documents are a
 sorted set (field -> input position), so a job knows its size and its order without
 the producer holding anything; the workers' rows land in the results hash (see
-`worker.store`). Enqueuing the same input again resumes or, for a finished job, does
+`store`). Enqueuing the same input again resumes or, for a finished job, does
 nothing: a job name stands for one input.
 """
 
@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.typing import EncodableT, FieldT
 
-from worker.store import ResultStore
-
-# Counters the producer adds to (the workers add `done` and `errors`).
-COUNTERS = ("read", "sent", "skipped", "read_errors")
+from alknet_firewall.queue.keys import PRODUCER_COUNTERS, JobField
+from alknet_firewall.queue.store import ResultStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +76,12 @@ class JobBook:
         pipe.hlen(k.job_results(job))
         base, done = pipe.execute()
         meta: dict[FieldT, EncodableT] = {
-            "source": source,
-            "run_started_at": time.time(),
-            "done_at_run_start": int(done),
+            JobField.SOURCE: source,
+            JobField.RUN_STARTED_AT: time.time(),
+            JobField.DONE_AT_RUN_START: int(done),
         }
         pipe.hset(k.job_meta(job), mapping=meta)
-        pipe.hdel(k.job_meta(job), "enqueue_finished_at", *COUNTERS)
+        pipe.hdel(k.job_meta(job), JobField.ENQUEUE_FINISHED_AT, *PRODUCER_COUNTERS)
         self._refresh_expiry(pipe, job)
         pipe.execute()
         return int(base)
@@ -106,8 +104,8 @@ class JobBook:
             found.append(Lookup(done, cached))
         return found
 
-    def add_counts(self, job: str, **deltas: int) -> None:
-        """Add to the job's producer counters (see COUNTERS) and keep its keys alive."""
+    def add_counts(self, job: str, deltas: Mapping[JobField, int]) -> None:
+        """Add to the job's producer counters (see PRODUCER_COUNTERS) and keep its keys alive."""
         pipe = self.client.pipeline(transaction=False)
         for name, delta in deltas.items():
             if delta:
@@ -117,7 +115,7 @@ class JobBook:
 
     def finish_run(self, job: str) -> None:
         """Mark the input as fully enqueued: the job is done once every row is stored."""
-        self.client.hset(self.keys.job_meta(job), "enqueue_finished_at", time.time())
+        self.client.hset(self.keys.job_meta(job), JobField.ENQUEUE_FINISHED_AT, time.time())
 
     def progress(self, job: str) -> JobProgress | None:
         """The job's progress, or None when Redis knows no such job."""
@@ -129,16 +127,16 @@ class JobBook:
         meta, total, done = pipe.execute()
         if not meta:
             return None
-        last = meta.get("last_done_at")
+        last = meta.get(JobField.LAST_DONE_AT)
         return JobProgress(
             job=job,
             total=int(total),
             done=int(done),
-            errors=int(meta.get("errors", 0)),
-            counters={name: int(meta.get(name, 0)) for name in COUNTERS},
-            run_started_at=float(meta.get("run_started_at", 0.0)),
-            enqueue_finished="enqueue_finished_at" in meta,
-            done_at_run_start=int(meta.get("done_at_run_start", 0)),
+            errors=int(meta.get(JobField.ERRORS, 0)),
+            counters={str(name): int(meta.get(name, 0)) for name in PRODUCER_COUNTERS},
+            run_started_at=float(meta.get(JobField.RUN_STARTED_AT, 0.0)),
+            enqueue_finished=JobField.ENQUEUE_FINISHED_AT in meta,
+            done_at_run_start=int(meta.get(JobField.DONE_AT_RUN_START, 0)),
             last_done_at=None if last is None else float(last),
         )
 

@@ -1,26 +1,28 @@
 """The Celery app, built from settings: JSON only, late acks, Redis transport options.
 
 Importing this module loads Celery and Kombu but never torch: the producer sends through
-the same app. The worker side (model, batcher, task body) is in `worker.tasks`, which
-only a worker imports (`include`).
+the same app. The worker passes its task module in `include` (`worker.tasks`, with the
+model, batcher and task body); this module names no worker code, so the producer's
+app never loads it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from celery import Celery
 
 from alknet_firewall.config import Settings
-from worker.broker import ssl_options, transport_options
-
-TASK_NAME = "alknet.screen"
+from alknet_firewall.queue.broker import ssl_options, transport_options
+from alknet_firewall.queue.message import TASK_NAME
 
 
 class FirewallApp(Celery):  # type: ignore[misc]  # Celery ships no type hints
     """A Celery app that carries the settings it was built from."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, include: Sequence[str] = ()) -> None:
         queue = settings.queue
-        super().__init__("alknet_firewall", broker=queue.broker_url, include=["worker.tasks"])
+        super().__init__("alknet_firewall", broker=queue.broker_url, include=list(include))
         self.settings = settings
         self.conf.update(
             broker_transport_options=transport_options(queue),
@@ -33,7 +35,7 @@ class FirewallApp(Celery):  # type: ignore[misc]  # Celery ships no type hints
             event_serializer="json",
             result_serializer="json",
             result_accept_content=["json"],
-            # Verdicts go to our own store (worker.store), keyed for idempotency; Celery's
+            # Verdicts go to our own store (queue.store), keyed for idempotency; Celery's
             # result backend would only be a second, unkeyed copy.
             task_ignore_result=True,
             # Ack after the verdict is stored: a worker that dies mid-batch loses nothing.
@@ -50,6 +52,6 @@ class FirewallApp(Celery):  # type: ignore[misc]  # Celery ships no type hints
         )
 
 
-def create_app(settings: Settings) -> FirewallApp:
-    """The Celery app for these settings (the producer's and the worker's)."""
-    return FirewallApp(settings)
+def create_app(settings: Settings, include: Sequence[str] = ()) -> FirewallApp:
+    """The Celery app for these settings; a worker names its task modules in `include`."""
+    return FirewallApp(settings, include)

@@ -1,0 +1,119 @@
+"""The screening service: records in, one row each out, whatever carries them.
+
+What every path does between reading a record and storing its row lives here: the
+`screen` command runs it in process with no cache; the producer and the worker use its
+parts around the queue (the worker's per-delivery steps are in `worker.screening`).
+
+- `Screener`: what the service needs of the model (`Firewall` is one).
+- `VerdictCache`: same text, same codebook, same verdict. `NullCache` in process; the
+  queue's Redis store (`alknet_firewall.queue.store.ResultStore`) on the queue.
+- `screen_isolating`: failure isolation. A batch that makes the model raise is halved
+  and each half screened again, so only the culprit gets an error verdict and its
+  batch-mates get theirs, in about 2 log2(n) extra passes for one culprit among n.
+- Rows come from `alknet_firewall.rows`: one shape for verdicts and unreadable records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from alknet_firewall.errors import ScreeningError
+from alknet_firewall.rows import result_row, unreadable_row
+from alknet_firewall.schema import Document, Verdict
+from alknet_firewall.sources import Record
+
+REASON_MAX_CHARS = 500  # a model error's reason in a row: enough to recognise it
+
+T = TypeVar("T")
+
+
+class Screener(Protocol):
+    """The model side of screening (`alknet_firewall.firewall.Firewall`)."""
+
+    @property
+    def codebook_version(self) -> str: ...
+
+    def screen_batch(self, texts: Sequence[str]) -> list[Verdict]: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+
+class VerdictCache(Protocol):
+    """Verdicts by (codebook version, text digest)."""
+
+    def cached_verdict(self, codebook_version: str, digest: str) -> Verdict | None: ...
+
+    def cache_verdict(self, digest: str, verdict: Verdict) -> None: ...
+
+
+class NullCache:
+    """Remembers nothing: one `screen` run rarely sees the same text twice."""
+
+    def cached_verdict(self, codebook_version: str, digest: str) -> Verdict | None:
+        return None
+
+    def cache_verdict(self, digest: str, verdict: Verdict) -> None:
+        return None
+
+
+def model_error(exc: BaseException) -> ScreeningError:
+    """The error of a document the model raised on when screened alone."""
+    return ScreeningError(f"model error: {type(exc).__name__}: {exc}"[:REASON_MAX_CHARS])
+
+
+def screen_isolating(
+    run: Callable[[Sequence[T]], list[Verdict]], items: Sequence[T]
+) -> list[Verdict | ScreeningError]:
+    """`run(items)`, one verdict per item; when it raises, each half is run again.
+
+    An item that makes `run` raise on its own gets a ScreeningError in its place. A run
+    that returns the wrong number of verdicts counts as raising.
+    """
+    if not items:
+        return []
+    try:
+        verdicts = run(items)
+        if len(verdicts) != len(items):
+            raise RuntimeError(f"{len(verdicts)} verdicts for {len(items)} texts")
+    except Exception as exc:
+        if len(items) == 1:
+            return [model_error(exc)]
+        half = len(items) // 2
+        return screen_isolating(run, items[:half]) + screen_isolating(run, items[half:])
+    return list(verdicts)
+
+
+@dataclass(frozen=True, slots=True)
+class ScreeningService:
+    """Screens records into rows: validated, cached, isolated, in input order."""
+
+    screener: Screener
+    cache: VerdictCache = field(default_factory=NullCache)
+
+    @property
+    def codebook_version(self) -> str:
+        return self.screener.codebook_version
+
+    def rows(self, records: Sequence[Record]) -> list[dict[str, Any]]:
+        """One row per record, in order; a record that cannot be screened gets an error row."""
+        version = self.codebook_version
+        rows: list[dict[str, Any] | None] = [None] * len(records)
+        todo: list[tuple[int, Document]] = []
+        for i, record in enumerate(records):
+            if not isinstance(record, Document):
+                rows[i] = unreadable_row(record, version)
+            elif (cached := self.cache.cached_verdict(version, record.digest)) is not None:
+                rows[i] = result_row(record.id, record.meta, cached)
+            else:
+                todo.append((i, record))
+        screened = screen_isolating(self.screener.screen_batch, [doc.text for _, doc in todo])
+        for (i, doc), result in zip(todo, screened, strict=True):
+            verdict = (
+                result if isinstance(result, Verdict) else Verdict.failed(str(result), version)
+            )
+            if verdict.error is None:  # a model error may pass: never remember it
+                self.cache.cache_verdict(doc.digest, verdict)
+            rows[i] = result_row(doc.id, doc.meta, verdict)
+        return [row for row in rows if row is not None]

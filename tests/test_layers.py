@@ -1,0 +1,141 @@
+"""Imports point down: CLI > producer | worker > queue contract > library, and no sideways.
+
+Read from the source with `ast` (every import, including those inside functions and
+under TYPE_CHECKING), so a lazy import cannot slip an upward dependency past the check.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {
+    "alknet_firewall": ROOT / "src" / "alknet_firewall",
+    "worker": ROOT / "worker",
+    "producer": ROOT / "producer",
+}
+
+# The detector path: text in, verdicts out. It knows nothing of queues or Redis.
+DETECTOR = tuple(
+    f"alknet_firewall.{name}"
+    for name in (
+        "model",
+        "model_files",
+        "windows",
+        "features",
+        "codebook",
+        "codebook_fit",
+        "density",
+        "scoring",
+        "payloads",
+        "build",
+        "corpus",
+        "firewall",
+    )
+)
+QUEUE_LIBRARIES = ("celery", "kombu", "redis", "alknet_firewall.queue")
+# The service layer and what it stands on: shared by the in-process path, the producer
+# (no torch) and the worker, so it imports neither the model stack nor the queue.
+SERVICE = tuple(
+    f"alknet_firewall.{name}"
+    for name in ("screening", "rows", "sources", "schema", "validation", "errors")
+)
+
+# (importer prefix, forbidden prefixes, why)
+RULES: list[tuple[str, tuple[str, ...], str]] = [
+    ("alknet_firewall", ("worker", "producer"), "the library is below the queue side"),
+    ("worker", ("producer",), "worker and producer share only alknet_firewall.queue"),
+    ("producer", ("worker",), "worker and producer share only alknet_firewall.queue"),
+    ("producer", ("torch", *DETECTOR), "the producer installs and runs without torch"),
+    ("alknet_firewall.queue", ("torch", *DETECTOR), "the producer imports the contract"),
+    *((module, QUEUE_LIBRARIES, "the detector knows nothing of queues") for module in DETECTOR),
+    *(
+        (module, ("torch", "numpy", *DETECTOR, *QUEUE_LIBRARIES), "shared by every path")
+        for module in SERVICE
+    ),
+    ("", ("alknet_firewall.cli",), "the CLI is the top: nothing imports it"),
+]
+
+
+def module_name(package: str, path: Path) -> str:
+    parts = path.relative_to(PACKAGES[package]).with_suffix("").parts
+    return ".".join((package, *parts)).removesuffix(".__init__")
+
+
+def imported(tree: ast.AST) -> Iterator[str]:
+    """Every module a source imports; `from a import b` counts as `a` and `a.b`."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def violations(module: str, source: str) -> list[str]:
+    found = []
+    for target in set(imported(ast.parse(source))):
+        for importer, forbidden, why in RULES:
+            if importer and not _under(module, importer):
+                continue
+            if module == "alknet_firewall.cli" and forbidden == ("alknet_firewall.cli",):
+                continue
+            hit = next((prefix for prefix in forbidden if _under(target, prefix)), None)
+            if hit is not None:
+                found.append(f"{module} imports {target}: {why}")
+    return found
+
+
+def project_modules() -> Iterator[tuple[str, Path]]:
+    for package, folder in PACKAGES.items():
+        for path in sorted(folder.rglob("*.py")):
+            yield module_name(package, path), path
+
+
+def test_imports_point_down() -> None:
+    problems = [
+        problem
+        for module, path in project_modules()
+        for problem in violations(module, path.read_text(encoding="utf-8"))
+    ]
+    assert problems == []
+
+
+def test_every_package_was_read() -> None:
+    names = {module for module, _ in project_modules()}
+    assert {"alknet_firewall.cli", "alknet_firewall.queue.keys", "worker.tasks"} <= names
+    assert {"producer.enqueue", "alknet_firewall.firewall"} <= names
+
+
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("alknet_firewall.rows", "from worker.tasks import screen"),
+        ("alknet_firewall.cli", "def f():\n    import producer.cli\n"),
+        ("producer.enqueue", "from worker import runtime"),
+        ("worker.runtime", "import producer"),
+        ("producer.export", "from alknet_firewall.firewall import Firewall"),
+        ("alknet_firewall.queue.store", "import torch"),
+        ("alknet_firewall.firewall", "from alknet_firewall.queue.keys import Keys"),
+        ("alknet_firewall.scoring", "import redis"),
+        ("worker.tasks", "from alknet_firewall import cli"),
+        ("alknet_firewall.screening", "from alknet_firewall.queue.store import ResultStore"),
+        ("alknet_firewall.rows", "from alknet_firewall.firewall import Firewall"),
+    ],
+)
+def test_the_check_catches_an_upward_import(module: str, source: str) -> None:
+    assert violations(module, source)
+
+
+def test_downward_imports_pass() -> None:
+    assert not violations("worker.tasks", "from alknet_firewall.queue.message import TASK_NAME")
+    assert not violations("producer.enqueue", "from alknet_firewall.sources import read_records")
+    assert not violations("alknet_firewall.cli", "from alknet_firewall.firewall import Firewall")

@@ -14,7 +14,7 @@ out; pooled figures put those scores together. The same splits feed the methods 
 - `codebook`: the configured codebook (config.toml / --config), its own views;
 - `v1`: the recipe of the previous shipped codebook cb-49fcc4c6dcf7 refitted on the same
   folds (unframed windows, mean-pooled layers 4, 8, 12, 16, novelty terms, principal
-  axes only);
+  axes only, smoothing 3);
 - `probe`: a logistic probe on the same views as `codebook` (window level, document =
   worst window);
 - `tfidf`: TF-IDF + logistic regression on the text.
@@ -140,6 +140,7 @@ def v1_settings(settings: Settings) -> Settings:
     v1.codebook.views = list(V1_VIEWS)
     v1.codebook.novelty = True
     v1.codebook.discriminant = False
+    v1.codebook.smoothing = 3.0
     return v1
 
 

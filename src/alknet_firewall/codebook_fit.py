@@ -198,27 +198,25 @@ def principal_axes(
 ) -> np.ndarray:
     """Top right-singular vectors of class-balanced rows, so the large benign share does
     not crowd the attack directions out of the basis."""
-    rng = np.random.default_rng(seed)
-    per_class = MAX_SVD_ROWS // n_classes
-    chosen = [
-        rng.choice(members, size=min(per_class, len(members)), replace=False)
-        for klass in range(n_classes)
-        if len(members := np.flatnonzero(classes == klass))
-    ]
-    sample = standard[np.concatenate(chosen)]
+    members = [np.flatnonzero(classes == klass) for klass in range(n_classes)]
+    sample = standard[balanced_sample(members, MAX_SVD_ROWS // n_classes, seed)]
     _, _, vt = np.linalg.svd(sample - sample.mean(axis=0), full_matrices=False)
     return vt[: min(rank, vt.shape[0])].T
+
+
+def balanced_sample(groups: list[np.ndarray], per_group: int, seed: int) -> np.ndarray:
+    """At most `per_group` indices drawn from each non-empty group, seeded."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [rng.choice(g, size=min(per_group, g.size), replace=False) for g in groups if g.size]
+    )
 
 
 def discriminant_axis(standard: np.ndarray, classes: np.ndarray, seed: int) -> np.ndarray:
     """Unit weight vector of a strongly regularised logistic regression, attack vs benign,
     on a class-balanced sample of rows."""
-    rng = np.random.default_rng(seed)
-    benign, attacks = np.flatnonzero(classes == 0), np.flatnonzero(classes > 0)
-    per_class = MAX_SVD_ROWS // 2
-    chosen = np.concatenate(
-        [rng.choice(m, size=min(per_class, m.size), replace=False) for m in (benign, attacks)]
-    )
+    members = [np.flatnonzero(classes == 0), np.flatnonzero(classes > 0)]
+    chosen = balanced_sample(members, MAX_SVD_ROWS // 2, seed)
     model = LogisticRegression(C=0.05, class_weight="balanced", max_iter=2000)
     model.fit(standard[chosen], classes[chosen] > 0)
     weights = model.coef_[0]

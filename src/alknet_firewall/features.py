@@ -149,13 +149,8 @@ def load(path: Path) -> WindowFeatures:
 
 def select_docs(features: WindowFeatures, first: int, stop: int) -> WindowFeatures:
     """The features of documents first..stop-1, renumbered from 0."""
-    keep = (features.doc >= first) & (features.doc < stop)
-    return WindowFeatures(
-        views={name: array[keep] for name, array in features.views.items()},
-        doc=features.doc[keep] - first,
-        spans=features.spans[keep],
-        tokens_per_doc=features.tokens_per_doc[first:stop],
-    )
+    kept = features.rows((features.doc >= first) & (features.doc < stop))
+    return WindowFeatures(kept.views, kept.doc - first, kept.spans, kept.tokens_per_doc[first:stop])
 
 
 def concat(parts: Sequence[WindowFeatures]) -> WindowFeatures:

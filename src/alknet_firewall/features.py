@@ -30,7 +30,7 @@ VIEWS_VERSION = 2
 class WindowFeatures:
     """The model's views of every window of a list of texts.
 
-    views: per view name (`model.view_names`), float32 (windows, width); doc: the text
+    views: per view name (`DetectorModel.views`), float32 (windows, width); doc: the text
     each window belongs to; spans: (windows, 2) character start/end; tokens_per_doc: text
     tokens per text.
     """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,20 +48,13 @@ class DetectorModel(Protocol):
     frame: Frame | None
 
     def views(self, batch: TokenBatch, pooling: Pooling) -> dict[str, np.ndarray]:
-        """Per view name, float32 (windows, width): see `view_names`."""
+        """Per view name, float32 (windows, width), from one forward pass: the pooled
+        residual stream at each layer read (`mean8`); when framed, also the state of the
+        frame's last token at each layer (`final8`), the end of the prompt where the model
+        would start answering, and `attention`: per head of every layer run, how that
+        token's attention splits between the task sentence and the window (Attention
+        Tracker's ratio, as log-odds)."""
         ...
-
-
-def view_names(layers: Sequence[int], pooling: Pooling, framed: bool) -> list[str]:
-    """What one forward pass yields per window: the pooled residual stream at each layer
-    read (`mean8`); when framed, also the state of the frame's last token at each layer
-    (`final8`), the end of the prompt where the model would start answering, and
-    `attention`: per head of every layer run, how that token's attention splits between
-    the task sentence and the window (Attention Tracker's ratio, as log-odds)."""
-    names = [f"{pooling}{layer}" for layer in layers]
-    if framed:
-        names += [f"final{layer}" for layer in layers] + ["attention"]
-    return names
 
 
 def pick_device(requested: str) -> torch.device:
@@ -157,7 +151,6 @@ class TransformersDetector:
         self.weight_digest = _state_digest(model)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.hidden_size = int(config.hidden_size)
-        self.heads = int(config.num_attention_heads)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.frame = build_frame(self.tokenizer) if framed else None
         self._prefix_cache = self._run_prefix() if self.frame else None
@@ -192,20 +185,18 @@ class TransformersDetector:
         pool_mask = torch.from_numpy(batch.pool_mask).to(self.device)
         last = torch.from_numpy(batch.last).to(self.device)
         rows = torch.arange(ids.shape[0], device=self.device)
-        wanted = {layer - 1: layer for layer in self.layers}
-        out: dict[str, list[torch.Tensor]] = {}
+        out: dict[str, torch.Tensor] = {}
         ratios: list[torch.Tensor] = []
 
-        def capture_state(module: torch.nn.Module, args: object, output: object) -> None:
+        def capture_state(
+            layer: int, module: torch.nn.Module, args: object, output: object
+        ) -> None:
             hidden = output[0] if isinstance(output, tuple) else output
             assert isinstance(hidden, torch.Tensor)
-            layer = wanted.get(int(getattr(module, "alknet_index", -1)))
-            if layer is None:
-                return
             # Pool right away: the (windows, tokens, hidden) tensor is never kept.
-            out[f"{pooling}{layer}"] = [pool(hidden.float(), pool_mask, pooling)]
+            out[f"{pooling}{layer}"] = pool(hidden.float(), pool_mask, pooling)
             if self.frame is not None:
-                out[f"final{layer}"] = [hidden[rows, last].float()]
+                out[f"final{layer}"] = hidden[rows, last].float()
 
         def capture_attention(module: torch.nn.Module, args: object, output: object) -> None:
             assert isinstance(output, tuple) and self.frame is not None
@@ -220,11 +211,12 @@ class TransformersDetector:
             # codebook's standardising and densities see a spread-out scale, not a [0, 1] pile
             ratios.append(torch.log(task + 1e-6) - torch.log(document + 1e-6))
 
-        hooks = []
-        for index, block in enumerate(self.model.layers):
-            block.alknet_index = index
-            hooks.append(block.register_forward_hook(capture_state))
-            if self.frame is not None:
+        hooks = [
+            self.model.layers[layer - 1].register_forward_hook(partial(capture_state, layer))
+            for layer in self.layers
+        ]
+        if self.frame is not None:
+            for block in self.model.layers:
                 block.self_attn.alknet_last = last
                 hooks.append(block.self_attn.register_forward_hook(capture_attention))
         try:
@@ -234,7 +226,7 @@ class TransformersDetector:
                 hook.remove()
             for block in self.model.layers:
                 block.self_attn.alknet_last = None
-        views = {name: parts[0].cpu().numpy() for name, parts in out.items()}
+        views = {name: array.cpu().numpy() for name, array in out.items()}
         if ratios:
             views["attention"] = torch.cat(ratios, dim=1).cpu().numpy()
         return views

@@ -5,7 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alknet_firewall.windows import Window, make_batch, plan_batches, window_starts
+from alknet_firewall.windows import (
+    WIDTH_STEP,
+    Window,
+    make_batch,
+    padded_width,
+    plan_batches,
+    window_starts,
+)
 
 
 @given(st.integers(1, 5000), st.integers(8, 512), st.data())
@@ -25,16 +32,41 @@ def test_batches_respect_the_token_budget(lengths: list[int], budget: int) -> No
     batches = plan_batches(windows, budget)
     assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
     for batch in batches:
-        width = max(lengths[i] for i in batch) + 1
+        width = padded_width(max(lengths[i] for i in batch) + 1)
         assert len(batch) == 1 or width * len(batch) <= budget
 
 
-def test_pool_mask_skips_bos_and_padding() -> None:
-    class Tok:
-        bos_token_id, pad_token_id, eos_token_id = 1, 0, 2
+class Tok:
+    bos_token_id, pad_token_id, eos_token_id = 1, 0, 2
 
+
+@given(
+    st.lists(st.integers(1, 300), min_size=1, max_size=120),
+    st.integers(64, 4096),
+    st.integers(1, 8),
+)
+def test_a_window_is_padded_the_same_whatever_its_batch_mates(
+    lengths: list[int], budget: int, extra: int
+) -> None:
+    """Kernels block by sequence length, so a window's padded width must be its own."""
+    windows = [Window(i, tuple(range(3, n + 3)), 0, n) for i, n in enumerate(lengths)]
+    suffix = list(range(100, 100 + extra))
+    for batch in plan_batches(windows, budget, extra):
+        arrays = make_batch(windows, batch, Tok(), suffix)  # type: ignore[arg-type]
+        for index in batch:
+            width = padded_width(lengths[index] + extra)
+            assert arrays.input_ids.shape[1] == width
+            assert width % WIDTH_STEP == 0 and width - WIDTH_STEP < lengths[index] + extra
+
+
+def test_pool_mask_skips_bos_and_padding() -> None:
     windows = [Window(0, (5, 6, 7), 0, 10), Window(1, (8,), 10, 12)]
     batch = make_batch(windows, [0, 1], Tok())  # type: ignore[arg-type]
-    assert batch.input_ids.tolist() == [[1, 5, 6, 7], [1, 8, 0, 0]]
-    assert batch.pool_mask.tolist() == [[False, True, True, True], [False, True, False, False]]
+    pad = [0] * (WIDTH_STEP - 4)
+    assert batch.input_ids.tolist() == [[1, 5, 6, 7, *pad], [1, 8, 0, 0, *pad]]
+    no = [False] * (WIDTH_STEP - 4)
+    assert batch.pool_mask.tolist() == [
+        [False, True, True, True, *no],
+        [False, True, False, False, *no],
+    ]
     assert batch.real_tokens == 4

@@ -124,8 +124,7 @@ def plan_batches(windows: Sequence[Window], token_budget: int, extra: int = 1) -
     current: list[int] = []
     for index in order:
         if current and (
-            widths[index] != widths[current[0]]
-            or widths[index] * (len(current) + 1) > token_budget
+            widths[index] != widths[current[0]] or widths[index] * (len(current) + 1) > token_budget
         ):
             batches.append(current)
             current = []

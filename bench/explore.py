@@ -58,6 +58,17 @@ def variants(layers: list[int]) -> list[Variant]:
         Variant("attention + mean8, mean16, discriminant", {"views": chosen}),
         Variant(f"attention + mean8, mean16 + {deep}, discriminant", {"views": [*chosen, deep]}),
         Variant("attention + mean8, mean16, discriminant, rank 24", {"views": chosen, "rank": 24}),
+        Variant("chosen, lead apart", {"views": chosen, "lead_apart": True}),
+        Variant("chosen, hard negatives x5", {"views": chosen, "hard_negative_weight": 5.0}),
+        Variant("chosen, hard negatives x20", {"views": chosen, "hard_negative_weight": 20.0}),
+        Variant(
+            "chosen, lead apart, hard negatives x5",
+            {"views": chosen, "lead_apart": True, "hard_negative_weight": 5.0},
+        ),
+        Variant("chosen, lead apart, rank 16", {"views": chosen, "lead_apart": True, "rank": 16}),
+        Variant(
+            "attention + means, lead apart", {"views": ["attention", *means], "lead_apart": True}
+        ),
     ]
 
 

@@ -47,6 +47,9 @@ class CodebookMeta(BaseModel):
     framed: bool
     views: list[str]
     novelty: bool
+    # whether each view's leading component (its discriminant axis) reaches the combiner as
+    # a score of its own beside the sum over the other components; False in older codebooks
+    lead_apart: bool = False
     pooling: str
     window_size: int
     window_stride: int
@@ -72,20 +75,27 @@ class Codebook:
     def signals(self) -> list[str]:
         return self.meta.signals
 
+    @property
+    def columns_per_signal(self) -> int:
+        """Combiner inputs per signal: one log-likelihood ratio per view, or two (leading
+        component, the rest) when the codebook keeps the lead apart."""
+        return len(self.meta.views) * (2 if self.meta.lead_apart else 1)
+
     def view_scores(self, views: dict[str, np.ndarray]) -> np.ndarray:
-        """Per window: each signal's log-likelihood ratio in each view, then (if the codebook
-        uses novelty) each view's novelty. -> (windows, signals * views [+ views])."""
+        """Per window: each signal's log-likelihood ratios in each view, then (if the codebook
+        uses novelty) each view's novelty. -> (windows, signals * columns_per_signal
+        [+ views])."""
         llrs: list[np.ndarray] = []
         novelties: list[np.ndarray] = []
         for name in self.meta.views:
-            llr, novelty = self._view_scores(name, views[name])
-            llrs.append(llr)
+            parts, novelty = self._view_scores(name, views[name])
+            llrs.extend(parts)
             novelties.append(novelty[:, None])
-        # order: signal-major, then view; matches the combiner's weight columns
+        # order: signal-major, then view (and part); matches the combiner's weight columns
         by_signal = np.stack(llrs, axis=2).reshape(llrs[0].shape[0], -1)
         return np.concatenate([by_signal, *novelties], axis=1) if self.meta.novelty else by_signal
 
-    def _view_scores(self, name: str, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _view_scores(self, name: str, vectors: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         t = self.tensors
         prefix = f"{name}."
         standard = (vectors - t[prefix + "mean"]) / t[prefix + "scale"]
@@ -95,20 +105,21 @@ class Codebook:
         low, high = t[prefix + "low"], t[prefix + "high"]
         benign = lookup(tables[0], low, high, coords)
         # Clipped per component: a density tail seen by few training windows must not let
-        # one component outvote all the others.
-        llr = np.stack(
+        # one component outvote all the others. -> (classes - 1 signals, windows, components)
+        per_component = np.stack(
             [
-                np.clip(lookup(tables[c], low, high, coords) - benign, -LLR_CLIP, LLR_CLIP).sum(
-                    axis=1
-                )
+                np.clip(lookup(tables[c], low, high, coords) - benign, -LLR_CLIP, LLR_CLIP)
                 for c in range(1, tables.shape[0])
-            ],
-            axis=1,
-        )  # (windows, signals)
+            ]
+        )
+        if self.meta.lead_apart:
+            parts = [per_component[:, :, 0].T, per_component[:, :, 1:].sum(axis=2).T]
+        else:
+            parts = [per_component.sum(axis=2).T]  # (windows, signals)
         residual = np.linalg.norm(standard - coords @ basis.T, axis=1)
         centre, spread = t[prefix + "residual_stats"]
         novelty = (np.log(residual + 1e-6) - centre) / spread
-        return llr, novelty
+        return parts, novelty
 
     def window_probabilities(self, views: dict[str, np.ndarray]) -> np.ndarray:
         """(windows, signals) probability that each window carries each signal."""

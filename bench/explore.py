@@ -59,6 +59,11 @@ def variants(layers: list[int]) -> list[Variant]:
         Variant(f"attention + mean8, mean16 + {deep}, discriminant", {"views": [*chosen, deep]}),
         Variant("attention + mean8, mean16, discriminant, rank 24", {"views": chosen, "rank": 24}),
         Variant("chosen, lead apart", {"views": chosen, "lead_apart": True}),
+        Variant("chosen, length adjusted", {"views": chosen, "length_adjust": True}),
+        Variant(
+            "chosen, length adjusted, lead apart",
+            {"views": chosen, "length_adjust": True, "lead_apart": True},
+        ),
         Variant("chosen, hard negatives x5", {"views": chosen, "hard_negative_weight": 5.0}),
         Variant("chosen, hard negatives x20", {"views": chosen, "hard_negative_weight": 20.0}),
         Variant(

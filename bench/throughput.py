@@ -209,7 +209,9 @@ def naive_views(
     last = torch.from_numpy(batch.last) + prefix
     text = torch.zeros(batch.input_ids.shape[0], prefix + batch.input_ids.shape[1])
     text[:, prefix:] = torch.from_numpy(batch.pool_mask).float()
-    views = {}
+    from alknet_firewall.length_trend import WINDOW_TOKENS
+
+    views = {WINDOW_TOKENS: batch.pool_mask.sum(axis=1, keepdims=True).astype(np.float32)}
     for name in names:
         if name == "attention":
             ratios = []

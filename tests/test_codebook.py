@@ -90,6 +90,24 @@ def test_lead_apart_splits_each_view_score_into_lead_and_rest(
     assert codebook.meta.metrics["auroc"] > 0.9
 
 
+def test_a_length_adjusted_codebook_scores_the_same_after_a_save(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    settings = tiny_settings(tiny_model_dir, tmp_path / "cache")
+    settings.codebook.length_adjust = True
+    model = TransformersDetector.from_settings(settings.model)
+    codebook = build_codebook(model, tiny_rows(), settings)
+    assert codebook.meta.length_adjusted
+    assert all(f"{view}.length_trend" in codebook.tensors for view in codebook.meta.views)
+    codebook.save(tmp_path / "cb")
+    features = extract(model, tiny_rows(seed=3, per_class=10).texts, settings.windows, 2048)
+    np.testing.assert_array_equal(
+        Codebook.load(tmp_path / "cb").window_probabilities(features.views),
+        codebook.window_probabilities(features.views),
+    )
+    assert codebook.meta.metrics["auroc"] > 0.9
+
+
 def test_saved_and_loaded_codebook_scores_identically(
     tiny_firewall: Firewall, tmp_path: Path
 ) -> None:

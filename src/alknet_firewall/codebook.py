@@ -23,6 +23,7 @@ from safetensors.numpy import load_file, save_file
 
 from alknet_firewall.density import lookup
 from alknet_firewall.errors import CodebookError
+from alknet_firewall.length_trend import WINDOW_TOKENS, remove_length_trend
 
 FORMAT_VERSION = 2
 TENSORS_FILE = "codebook.safetensors"
@@ -50,6 +51,9 @@ class CodebookMeta(BaseModel):
     # whether each view's leading component (its discriminant axis) reaches the combiner as
     # a score of its own beside the sum over the other components; False in older codebooks
     lead_apart: bool = False
+    # whether each view has its benign trend over log(window tokens) taken out before it is
+    # scored (tensors `<view>.length_trend`); False in older codebooks
+    length_adjusted: bool = False
     pooling: str
     window_size: int
     window_stride: int
@@ -88,7 +92,12 @@ class Codebook:
         llrs: list[np.ndarray] = []
         novelties: list[np.ndarray] = []
         for name in self.meta.views:
-            parts, novelty = self._view_scores(name, views[name])
+            vectors = views[name]
+            if self.meta.length_adjusted:
+                vectors = remove_length_trend(
+                    vectors, self.tensors[f"{name}.length_trend"], views[WINDOW_TOKENS]
+                )
+            parts, novelty = self._view_scores(name, vectors)
             llrs.extend(parts)
             novelties.append(novelty[:, None])
         # order: signal-major, then view (and part); matches the combiner's weight columns

@@ -18,6 +18,7 @@ from alknet_firewall.config import CodebookSettings, WindowSettings
 from alknet_firewall.corpus import LabelledRows
 from alknet_firewall.density import fit_log_density, grid_bounds
 from alknet_firewall.features import WindowFeatures
+from alknet_firewall.length_trend import WINDOW_TOKENS, fit_length_trend, remove_length_trend
 from alknet_firewall.metrics import detection_metrics
 from alknet_firewall.payloads import Span, window_role
 from alknet_firewall.scoring import document_scores
@@ -67,8 +68,14 @@ def fit_codebook(
             f"(it gives {sorted(features.views)}): framed views need windows.framed = true "
             "and layer views a layer listed in model.layers"
         )
+    tokens = features.views[WINDOW_TOKENS][density_rows]
+    benign = window_class[density_rows] == 0
     for name in settings.views:
         vectors = features.views[name][density_rows]
+        if settings.length_adjust:
+            trend = fit_length_trend(vectors[benign], tokens[benign])
+            tensors[f"{name}.length_trend"] = trend
+            vectors = remove_length_trend(vectors, trend, tokens)
         tensors |= fit_view(name, vectors, window_class[density_rows], len(signals) + 1, settings)
 
     meta = CodebookMeta(
@@ -79,6 +86,7 @@ def fit_codebook(
         views=list(settings.views),
         novelty=settings.novelty,
         lead_apart=settings.discriminant and settings.lead_apart,
+        length_adjusted=settings.length_adjust,
         pooling=windows.pooling,
         window_size=windows.size,
         window_stride=windows.stride,

@@ -19,6 +19,7 @@ from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 from alknet_firewall.config import WindowSettings
+from alknet_firewall.length_trend import WINDOW_TOKENS
 from alknet_firewall.model import DetectorModel
 from alknet_firewall.windows import iter_batches, tokenize_windows
 
@@ -76,6 +77,8 @@ def extract(
                 if name not in views:
                     views[name] = np.zeros((len(found), array.shape[1]), dtype=np.float32)
                 views[name][batch.windows] = array
+            views.setdefault(WINDOW_TOKENS, np.zeros((len(found), 1), dtype=np.float32))
+            views[WINDOW_TOKENS][batch.windows, 0] = batch.pool_mask.sum(axis=1)
             bar.update(batch.real_tokens)
     return WindowFeatures(
         views=views,
@@ -98,7 +101,7 @@ def cached_extract(
     with the same model and windows run the model once."""
     path = cache_path(model, texts, windows, cache_dir)
     if path.is_file():
-        return load(path)
+        return with_window_tokens(load(path), windows.size)
     features = extract(model, texts, windows, token_budget, progress=progress)
     store(features, path)
     return features
@@ -145,6 +148,16 @@ def load(path: Path) -> WindowFeatures:
         spans=arrays["spans"],
         tokens_per_doc=arrays["tokens_per_doc"],
     )
+
+
+def with_window_tokens(features: WindowFeatures, size: int) -> WindowFeatures:
+    """Adds the window token counts to features cached before they were kept: every window
+    of a text holds `size` tokens, or all of them when the text is shorter."""
+    if WINDOW_TOKENS in features.views or not len(features.doc):
+        return features
+    counts = np.minimum(features.tokens_per_doc[features.doc], size).astype(np.float32)
+    views = features.views | {WINDOW_TOKENS: counts[:, None]}
+    return dataclasses.replace(features, views=views)
 
 
 def select_docs(features: WindowFeatures, first: int, stop: int) -> WindowFeatures:

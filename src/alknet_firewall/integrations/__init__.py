@@ -15,7 +15,7 @@ What the five share lives here, so that they decide and report the same way:
   build guardrail objects often (LlamaFirewall makes a new scanner for every scan);
   the model must not be reloaded each time.
 - `trips`, `reason`: a guardrail's yes/no and its human-readable explanation.
-- `Action`, `Policy`, `sift`: what an ingestion hook does with a flagged document.
+- `Action`, `Policy`, `judge`, `sift`: what an ingestion hook does with a flagged document.
 - `verdict_metadata`: the verdict as flat metadata that any vector store accepts.
 """
 
@@ -163,13 +163,12 @@ def with_verdict(metadata: dict[str, Any], verdict_meta: dict[str, Any]) -> dict
     return kept | verdict_meta
 
 
-def sift(
-    items: Sequence[T], texts: Sequence[str], screener: BatchScreener | None, policy: Policy
+def judge(
+    items: Sequence[T], verdicts: Sequence[Verdict], policy: Policy
 ) -> list[tuple[T, dict[str, Any]]]:
-    """Screen `texts` (one per item) in one batch; the items kept, each with the metadata
-    to write on it, in input order."""
+    """The items `policy` keeps, each with the metadata to write on it, in input order."""
     kept = []
-    for item, verdict in zip(items, screen_texts(screener, texts), strict=True):
+    for item, verdict in zip(items, verdicts, strict=True):
         action = policy.action(verdict)
         if action is Action.DROP:
             continue
@@ -178,3 +177,10 @@ def sift(
             meta[QUARANTINE_KEY] = True
         kept.append((item, meta))
     return kept
+
+
+def sift(
+    items: Sequence[T], texts: Sequence[str], screener: BatchScreener | None, policy: Policy
+) -> list[tuple[T, dict[str, Any]]]:
+    """Screen `texts` (one per item) in one batch, then `judge` the items."""
+    return judge(items, screen_texts(screener, texts), policy)

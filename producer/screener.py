@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.errors import AlknetError
@@ -62,7 +63,9 @@ class QueueScreener:
         if len(rows) != len(texts) or any(row is None for row in rows):
             raise AlknetError(f"job {job}: {len(rows)} rows for {len(texts)} texts")
         fields = Verdict.model_fields
-        return [Verdict.model_validate({k: v for k, v in r.items() if k in fields}) for r in rows if r]
+        return [
+            Verdict.model_validate({k: v for k, v in r.items() if k in fields}) for r in rows if r
+        ]
 
     def _wait(self, book: JobBook, job: str) -> None:
         deadline = time.monotonic() + self.timeout_s
@@ -75,6 +78,11 @@ class QueueScreener:
                     f"`alknet-firewall results {job}` reads its rows later"
                 )
             time.sleep(self.poll_s)
+
+
+def _verdict(row: dict[str, Any]) -> Verdict:
+    """The verdict a row was made from (its other fields are the input's)."""
+    return Verdict.model_validate({k: v for k, v in row.items() if k in Verdict.model_fields})
 
 
 def _quiet(_: object) -> None:

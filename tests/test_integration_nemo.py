@@ -11,14 +11,14 @@ from typing import Any
 # NeMo sends usage statistics unless told not to; set before it is first imported.
 os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
 
-from nemoguardrails import LLMRails, RailsConfig  # noqa: E402
-from nemoguardrails.embeddings.providers import register_embedding_provider  # noqa: E402
-from nemoguardrails.embeddings.providers.base import EmbeddingModel  # noqa: E402
-from nemoguardrails.testing import FakeLLMModel  # noqa: E402
+from nemoguardrails import LLMRails, RailsConfig
+from nemoguardrails.embeddings.providers import register_embedding_provider
+from nemoguardrails.embeddings.providers.base import EmbeddingModel
+from nemoguardrails.testing import FakeLLMModel
 
-from alknet_firewall.integrations import Action, Policy  # noqa: E402
-from alknet_firewall.integrations.nemo import COLANG, WARNING, register  # noqa: E402
-from tests.integration_helpers import ATTACK, BENIGN, SUSPECT, RuleScreener  # noqa: E402
+from alknet_firewall.integrations import Action, Policy
+from alknet_firewall.integrations.nemo import COLANG, WARNING, register
+from tests.integration_helpers import ATTACK, BENIGN, SUSPECT, RuleScreener
 
 INPUT_ONLY = """
 rails:

@@ -12,21 +12,21 @@ import pytest
 
 os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
 
-from agents import Agent, InputGuardrailTripwireTriggered, Runner, set_tracing_disabled  # noqa: E402
-from agents.testing import ScriptedModel, assistant_message  # noqa: E402
-from langchain_core.documents import Document as LCDocument  # noqa: E402
-from llama_index.core.schema import TextNode  # noqa: E402
-from llamafirewall import LlamaFirewall, Role, ScanDecision, UserMessage  # noqa: E402
-from llamafirewall.llamafirewall import custom_scanner_registry  # noqa: E402
-from nemoguardrails import LLMRails, RailsConfig  # noqa: E402
-from nemoguardrails.testing import FakeLLMModel  # noqa: E402
+from agents import Agent, InputGuardrailTripwireTriggered, Runner, set_tracing_disabled
+from agents.testing import ScriptedModel, assistant_message
+from langchain_core.documents import Document as LCDocument
+from llama_index.core.schema import TextNode
+from llamafirewall import LlamaFirewall, Role, ScanDecision, UserMessage
+from llamafirewall.llamafirewall import custom_scanner_registry
+from nemoguardrails import LLMRails, RailsConfig
+from nemoguardrails.testing import FakeLLMModel
 
-from alknet_firewall.config import load_settings  # noqa: E402
-from alknet_firewall.firewall import Firewall  # noqa: E402
-from alknet_firewall.integrations import langchain, llamafirewall, llamaindex, nemo  # noqa: E402
-from alknet_firewall.integrations.openai_agents import input_guardrail  # noqa: E402
-from alknet_firewall.model_files import wheel_gguf_path  # noqa: E402
-from tests.integration_helpers import BENIGN, example_text  # noqa: E402
+from alknet_firewall.config import load_settings
+from alknet_firewall.firewall import Firewall
+from alknet_firewall.integrations import langchain, llamafirewall, llamaindex, nemo
+from alknet_firewall.integrations.openai_agents import input_guardrail
+from alknet_firewall.model_files import wheel_gguf_path
+from tests.integration_helpers import BENIGN, example_text
 
 pytestmark = pytest.mark.real_model
 set_tracing_disabled(True)

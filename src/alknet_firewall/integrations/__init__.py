@@ -85,9 +85,7 @@ def screen_texts(screener: BatchScreener | None, texts: Sequence[str]) -> list[V
     return verdicts
 
 
-async def screen_texts_async(
-    screener: BatchScreener | None, texts: Sequence[str]
-) -> list[Verdict]:
+async def screen_texts_async(screener: BatchScreener | None, texts: Sequence[str]) -> list[Verdict]:
     """`screen_texts` in a worker thread, so an agent's event loop is not stalled by the
     model's forward passes (seconds on a CPU)."""
     return await asyncio.to_thread(screen_texts, screener, texts)

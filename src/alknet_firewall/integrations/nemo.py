@@ -85,7 +85,9 @@ def register(
             chunks = [str(context["relevant_chunks"]).strip()]  # only the joined text came
         verdicts = await screen_texts_async(screener, chunks)
         kept = judge(chunks, verdicts, chunk_policy)
-        texts = [f"{WARNING}\n{chunk}" if meta.get(QUARANTINE_KEY) else chunk for chunk, meta in kept]
+        texts = [
+            f"{WARNING}\n{chunk}" if meta.get(QUARANTINE_KEY) else chunk for chunk, meta in kept
+        ]
         return ActionResult(
             return_value=len(chunks) - len(texts),
             context_updates={

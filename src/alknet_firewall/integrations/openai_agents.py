@@ -92,7 +92,9 @@ def input_guardrail(
         tripped = any(trips(v, trip_on) for v in verdicts)
         return GuardrailFunctionOutput(output_info=_info(verdicts), tripwire_triggered=tripped)
 
-    return InputGuardrail(guardrail_function=screen_input, name=name, run_in_parallel=run_in_parallel)
+    return InputGuardrail(
+        guardrail_function=screen_input, name=name, run_in_parallel=run_in_parallel
+    )
 
 
 def tool_output_guardrail(

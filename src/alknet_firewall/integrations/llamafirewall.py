@@ -51,11 +51,12 @@ class FirewallScanner(Scanner):
     classes itself, and the class attributes below are what `register` binds.
     """
 
+    registered_as: ClassVar[str] = SCANNER_NAME
     screener: ClassVar[BatchScreener | None] = None  # None: the configured Firewall
     on_error: ClassVar[ScanDecision] = ScanDecision.BLOCK
 
-    def __init__(self, scanner_name: str = SCANNER_NAME, block_threshold: float = 1.0) -> None:
-        super().__init__(scanner_name, block_threshold)
+    def __init__(self, block_threshold: float = 1.0) -> None:
+        super().__init__(self.registered_as, block_threshold)
 
     async def scan(self, message: Message, past_trace: Trace | None = None) -> ScanResult:
         """Screen `message.content`; the trace is not read (each message on its own)."""
@@ -87,7 +88,7 @@ def register(
     Registering the same name again replaces the earlier binding (LlamaFirewall keeps one
     process-wide registry), so tests and apps can rebind it.
     """
-    attributes = {"screener": screener, "on_error": on_error}
+    attributes = {"registered_as": name, "screener": screener, "on_error": on_error}
     bound = type(f"FirewallScanner_{name}", (FirewallScanner,), attributes)
     register_llamafirewall_scanner(name)(bound)
     return name

@@ -57,7 +57,13 @@ class ScreeningTransform(TransformComponent):
         kept = []
         for node, meta in sift(nodes, texts, self._screener, policy):
             node.metadata = with_verdict(node.metadata, meta)
-            for hidden in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
-                hidden.extend(key for key in METADATA_KEYS if key not in hidden)
+            # New lists: a splitter may share one list between a document's nodes.
+            node.excluded_embed_metadata_keys = _hiding(node.excluded_embed_metadata_keys)
+            node.excluded_llm_metadata_keys = _hiding(node.excluded_llm_metadata_keys)
             kept.append(node)
         return kept
+
+
+def _hiding(excluded: list[str]) -> list[str]:
+    """`excluded` with every verdict key added."""
+    return [*excluded, *(key for key in METADATA_KEYS if key not in excluded)]

@@ -77,7 +77,7 @@ def screen_texts(screener: BatchScreener | None, texts: Sequence[str]) -> list[V
     """One `screen_batch` call for all `texts`; a screener that answers short is an error."""
     if not texts:
         return []
-    screener = screener or default_screener()
+    screener = default_screener() if screener is None else screener
     with _screen_lock:
         verdicts = screener.screen_batch(list(texts))
     if len(verdicts) != len(texts):

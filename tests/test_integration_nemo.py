@@ -101,6 +101,15 @@ def test_an_attack_is_refused_by_the_input_rail_before_any_llm_call() -> None:
     assert screener.batches == [[ATTACK]]
 
 
+def test_the_verdict_is_left_in_the_context() -> None:
+    app = rails(INPUT_ONLY, "", RecordingLLM([]), RuleScreener())
+    options = {"output_vars": ["alknet_verdict"]}
+    result = app.generate(messages=[{"role": "user", "content": ATTACK}], options=options)
+    verdict = result.output_data["alknet_verdict"]  # type: ignore[union-attr]
+    assert verdict["alknet_decision"] == "block"
+    assert verdict["alknet_alarms"].startswith("attack 0.9995")
+
+
 def test_a_benign_message_passes_the_input_rail() -> None:
     llm = RecordingLLM(["Butter the tin first."])
     app = rails(INPUT_ONLY, "", llm, RuleScreener())

@@ -1,4 +1,6 @@
 """Imports point down: CLI > producer | worker > queue contract > library, and no sideways.
+The guardrail and RAG adapters (`alknet_firewall.integrations.*`) sit on top of the
+library: nothing else imports them, and only they import the frameworks they adapt.
 
 Read from the source with `ast` (every import, including those inside functions and
 under TYPE_CHECKING), so a lazy import cannot slip an upward dependency past the check.
@@ -7,6 +9,8 @@ under TYPE_CHECKING), so a lazy import cannot slip an upward dependency past the
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +49,10 @@ SERVICE = tuple(
     for name in ("screening", "rows", "sources", "schema", "validation", "errors")
 )
 
+INTEGRATIONS = "alknet_firewall.integrations"
+# The libraries the adapters adapt: optional extras, never needed by `import alknet_firewall`.
+FRAMEWORKS = ("llamafirewall", "agents", "nemoguardrails", "langchain_core", "llama_index")
+
 # (importer prefix, forbidden prefixes, why)
 RULES: list[tuple[str, tuple[str, ...], str]] = [
     ("alknet_firewall", ("worker", "producer"), "the library is below the queue side"),
@@ -58,6 +66,12 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
         for module in SERVICE
     ),
     ("", ("alknet_firewall.cli",), "the CLI is the top: nothing imports it"),
+    (INTEGRATIONS, QUEUE_LIBRARIES, "adapters take a screener; the queue's is in producer"),
+]
+# Only the adapters import the adapters (their shared package) and the frameworks.
+TOP_OF_LIBRARY: list[tuple[tuple[str, ...], str]] = [
+    ((INTEGRATIONS,), "the adapters are a top layer: only tests import them"),
+    (FRAMEWORKS, "an optional extra: only its adapter imports it"),
 ]
 
 
@@ -91,6 +105,11 @@ def violations(module: str, source: str) -> list[str]:
             hit = next((prefix for prefix in forbidden if _under(target, prefix)), None)
             if hit is not None:
                 found.append(f"{module} imports {target}: {why}")
+    if not _under(module, INTEGRATIONS):
+        for target in set(imported(ast.parse(source))):
+            for forbidden, why in TOP_OF_LIBRARY:
+                if any(_under(target, prefix) for prefix in forbidden):
+                    found.append(f"{module} imports {target}: {why}")
     return found
 
 
@@ -129,6 +148,12 @@ def test_every_package_was_read() -> None:
         ("worker.tasks", "from alknet_firewall import cli"),
         ("alknet_firewall.screening", "from alknet_firewall.queue.store import ResultStore"),
         ("alknet_firewall.rows", "from alknet_firewall.firewall import Firewall"),
+        ("alknet_firewall.firewall", "from alknet_firewall.integrations.nemo import register"),
+        ("producer.screener", "from alknet_firewall.integrations.langchain import X"),
+        ("alknet_firewall.screening", "import langchain_core"),
+        ("worker.runtime", "from agents import Agent"),
+        ("alknet_firewall.integrations.langchain", "from producer.screener import Q"),
+        ("alknet_firewall.integrations.nemo", "import redis"),
     ],
 )
 def test_the_check_catches_an_upward_import(module: str, source: str) -> None:
@@ -139,3 +164,21 @@ def test_downward_imports_pass() -> None:
     assert not violations("worker.tasks", "from alknet_firewall.queue.message import TASK_NAME")
     assert not violations("producer.enqueue", "from alknet_firewall.sources import read_records")
     assert not violations("alknet_firewall.cli", "from alknet_firewall.firewall import Firewall")
+    assert not violations(
+        "alknet_firewall.integrations.nemo", "from alknet_firewall.integrations import sift"
+    )
+    assert not violations("alknet_firewall.integrations.nemo", "import nemoguardrails")
+    assert not violations(
+        "alknet_firewall.integrations", "from alknet_firewall.firewall import Firewall"
+    )
+
+
+def test_the_library_imports_without_any_framework() -> None:
+    """`import alknet_firewall` (and the Firewall, the adapters' shared helpers) load none
+    of the frameworks, so their extras stay optional."""
+    code = (
+        "import sys, alknet_firewall, alknet_firewall.firewall, alknet_firewall.integrations\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -28,6 +28,11 @@ from alknet_firewall.screening import Screener
 REDIS_URL = "redis://127.0.0.1:6379/7"  # the queue tests' database; keys are prefixed
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_CODEBOOK = "fake-codebook-1"
+# What a worker subprocess imports from this checkout: the three packages' folders, and
+# the root and tests/ for the test helpers.
+SOURCE_PATH = os.pathsep.join(
+    str(path) for path in (ROOT / "src", ROOT / "worker", ROOT / "producer", ROOT, ROOT / "tests")
+)
 
 
 class FakeScreener:
@@ -91,7 +96,7 @@ def test_worker_main() -> None:
     TEST_SCREENER=fake screens with FakeScreener, anything else with the real Firewall
     (the tiny model when the test passes `tiny_env`); FAKE_DELAY_S slows forward passes.
     """
-    from worker.runtime import WorkerApp, load_firewall
+    from alknet_firewall_worker.runtime import WorkerApp, load_firewall
 
     delay = float(os.environ.get("FAKE_DELAY_S", "0"))
     fake = os.environ.get("TEST_SCREENER") == "fake"
@@ -167,7 +172,7 @@ class WorkerProcess:
             **os.environ,
             **ns.env,
             "ALKNET_QUEUE__WORKER__METRICS_PORT": str(self.metrics_port),
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), str(ROOT / "tests")]),
+            "PYTHONPATH": SOURCE_PATH,
             "TEST_SCREENER": "fake" if fake else "real",
             **env,
         }

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from alknet_firewall_producer.enqueue import EnqueueReport, enqueue
 
 from alknet_firewall.queue.jobs import JobBook
 from alknet_firewall.queue.store import ResultStore
-from producer.enqueue import EnqueueReport, enqueue
 from tests.queue_helpers import (
     Namespace,
     WorkerProcess,

@@ -3,7 +3,7 @@ limit sent through the queue. (SIGKILL mid-batch and a model that raises are cov
 tests/test_queue_e2e.py.)
 
 The hang uses the fake model of queue_helpers with one change, made in the worker process
-through the worker's own seam (`worker.runtime.load_screener`): a batch that holds
+through the worker's own seam (`alknet_firewall_worker.runtime.load_screener`): a batch that holds
 "HANG" never returns. Production code has no hook for it; the worker's watchdog
 (`[queue.worker].batch_time_limit_s`) is what is under test.
 """
@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from alknet_firewall_producer.enqueue import enqueue
+from alknet_firewall_worker.runtime import OVERRUN_EXIT_CODE
 
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.firewall import Firewall
@@ -28,9 +30,9 @@ from alknet_firewall.queue.jobs import JobBook
 from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.schema import Verdict
 from alknet_firewall.screening import Screener
-from producer.enqueue import enqueue
 from tests.queue_helpers import (
     ROOT,
+    SOURCE_PATH,
     FakeScreener,
     Namespace,
     WorkerProcess,
@@ -39,7 +41,6 @@ from tests.queue_helpers import (
     namespace,
     worker_process,
 )
-from worker.runtime import OVERRUN_EXIT_CODE
 
 pytestmark = pytest.mark.redis
 
@@ -55,7 +56,7 @@ class HangingScreener(FakeScreener):
 
 def hanging_worker_main() -> None:
     """Entry point of the worker process of the hang test."""
-    from worker.runtime import WorkerApp
+    from alknet_firewall_worker.runtime import WorkerApp
 
     def load_screener(settings: Settings) -> Screener:
         del settings
@@ -78,7 +79,7 @@ class HangingWorker(WorkerProcess):
             **os.environ,
             **ns.env,
             "ALKNET_QUEUE__WORKER__METRICS_PORT": str(self.metrics_port),
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), str(ROOT / "tests")]),
+            "PYTHONPATH": SOURCE_PATH,
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, *args],
@@ -182,7 +183,7 @@ def test_a_document_over_max_chars_gets_an_error_verdict_and_its_batch_mates_are
 
 def test_on_a_hang_the_batcher_names_the_documents_that_never_reached_the_model() -> None:
     """What the worker's overrun handler forgives: the queued documents, not the hung pass."""
-    from worker.batching import MicroBatcher
+    from alknet_firewall_worker.batching import MicroBatcher
 
     entered, release = threading.Event(), threading.Event()
 
@@ -221,7 +222,7 @@ def test_a_taken_metrics_port_costs_the_metrics_not_the_worker(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Two worker processes on one host with the default port: the second must still screen.
-    from worker import metrics
+    from alknet_firewall_worker import metrics
 
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))

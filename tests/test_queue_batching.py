@@ -7,11 +7,11 @@ import time
 from collections.abc import Sequence
 
 import pytest
+from alknet_firewall_worker.batching import BatchStats, MicroBatcher
 
 from alknet_firewall.errors import ScreeningError
 from alknet_firewall.schema import Verdict
 from tests.queue_helpers import FakeScreener, fake_verdict
-from worker.batching import BatchStats, MicroBatcher
 
 
 def make_batcher(

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alknet_firewall_producer import cli
+from alknet_firewall_producer.enqueue import enqueue
 
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.queue.app import TASK_NAME, create_app
@@ -27,8 +29,6 @@ from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.schema import Verdict
 from alknet_firewall.screening import Screener, ScreeningService
 from alknet_firewall.sources import read_records
-from producer import cli
-from producer.enqueue import enqueue
 from tests.queue_helpers import FakeScreener, Namespace, namespace, worker_process
 
 pytestmark = pytest.mark.redis

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alknet_firewall_producer import cli
+from alknet_firewall_producer.enqueue import enqueue
 
 from alknet_firewall.errors import QueueUnavailable
 from alknet_firewall.queue.jobs import JobBook
 from alknet_firewall.queue.store import ResultStore
-from producer import cli
-from producer.enqueue import enqueue
-from tests.queue_helpers import ROOT, Namespace, namespace
+from tests.queue_helpers import ROOT, SOURCE_PATH, Namespace, namespace
 
 
 @pytest.fixture
@@ -35,11 +35,12 @@ def write_jsonl(path: Path, n: int, **extra: object) -> Path:
 
 def test_the_producer_never_imports_torch() -> None:
     code = (
-        "import sys, producer.cli, producer.enqueue, producer.status, producer.export, "
-        "alknet_firewall.queue.app, alknet_firewall.queue.jobs, worker.celery; "
+        "import sys, alknet_firewall_producer.cli, alknet_firewall_producer.enqueue, "
+        "alknet_firewall_producer.status, alknet_firewall_producer.export, "
+        "alknet_firewall.queue.app, alknet_firewall.queue.jobs, alknet_firewall_worker.celery; "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch!'"
     )
-    env = {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": SOURCE_PATH, "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from alknet_firewall_worker.batching import MicroBatcher
+from alknet_firewall_worker.screening import Outcome, Screening
 
 from alknet_firewall.errors import ScreeningError
 from alknet_firewall.queue.keys import JobField, result_field
@@ -13,8 +15,6 @@ from alknet_firewall.queue.settings import WorkerSettings
 from alknet_firewall.rows import result_row
 from alknet_firewall.schema import Document, Verdict
 from tests.queue_helpers import FakeScreener, fake_verdict
-from worker.batching import MicroBatcher
-from worker.screening import Outcome, Screening
 
 DOC = Document(id="d1", text="a plain sentence", meta={"lang": "en"})
 FIELD = result_field(DOC.id, DOC.digest)

@@ -1,9 +1,9 @@
 """The Celery app, built from settings: JSON only, late acks, Redis transport options.
 
 Importing this module loads Celery and Kombu but never torch: the producer sends through
-the same app. The worker passes its task module in `include` (`worker.tasks`, with the
-model, batcher and task body); this module names no worker code, so the producer's
-app never loads it.
+the same app. The worker passes its task module in `include`
+(`alknet_firewall_worker.tasks`, with the model, batcher and task body); this module
+names no worker code, so the producer's app never loads it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from alknet_firewall.section import Section
 
 
 class WorkerSettings(Section):
-    """[queue.worker]: one worker process (`alknet-firewall worker`, `celery -A worker`)."""
+    """[queue.worker]: one worker process (`alknet-firewall worker`,
+    `celery -A alknet_firewall_worker worker`)."""
 
     # threads: documents wait in threads of one process so a batch can form (the default);
     # solo: one document at a time, no batching (debugging, comparisons).

@@ -23,7 +23,7 @@ from alknet_firewall.queue.store import DeliveryStore
 from alknet_firewall.rows import result_row
 from alknet_firewall.schema import Document, Verdict
 from alknet_firewall.screening import REASON_MAX_CHARS, Screener
-from worker.batching import MicroBatcher
+from alknet_firewall_worker.batching import MicroBatcher
 
 T = TypeVar("T")
 

@@ -30,9 +30,9 @@ from alknet_firewall.queue.connection import redis_client
 from alknet_firewall.queue.keys import Keys
 from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.screening import Screener
-from worker import metrics
-from worker.batching import MicroBatcher
-from worker.screening import Screening
+from alknet_firewall_worker import metrics
+from alknet_firewall_worker.batching import MicroBatcher
+from alknet_firewall_worker.screening import Screening
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def current() -> Runtime:
 
 
 ScreenerFactory = Callable[[Settings], Screener]
-TASK_MODULES = ("worker.tasks",)  # the task body: model, batcher, store
+TASK_MODULES = ("alknet_firewall_worker.tasks",)  # the task body: model, batcher, store
 
 
 def load_firewall(settings: Settings) -> Screener:
@@ -138,7 +138,9 @@ def _on_worker_init(sender: Any, **_: Any) -> None:
     pool = _pool_name(sender.pool_cls)
     app = sender.app
     if not isinstance(app, WorkerApp):
-        raise SystemExit("the Celery app is not alknet's worker app: use `celery -A worker`")
+        raise SystemExit(
+            "the Celery app is not alknet's worker app: use `celery -A alknet_firewall_worker`"
+        )
     settings = app.settings
     worker = settings.queue.worker.model_copy(update={"pool": pool})
     queue = settings.queue.model_copy(update={"worker": worker})

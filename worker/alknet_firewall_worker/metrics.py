@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from worker.batching import BatchStats
+from alknet_firewall_worker.batching import BatchStats
 
 log = logging.getLogger(__name__)
 

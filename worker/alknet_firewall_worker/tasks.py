@@ -17,8 +17,8 @@ from celery.exceptions import Reject
 from alknet_firewall.errors import ScreeningError
 from alknet_firewall.queue.connection import TRANSIENT_ERRORS, backoff_s
 from alknet_firewall.queue.message import TASK_NAME, ScreenMessage
-from worker import metrics, runtime
-from worker.screening import Outcome
+from alknet_firewall_worker import metrics, runtime
+from alknet_firewall_worker.screening import Outcome
 
 
 @shared_task(bind=True, name=TASK_NAME)  # type: ignore[untyped-decorator]  # Celery: no hints

@@ -48,9 +48,6 @@ class FakeScreener:
         self.delay_s = delay_s
         self.batches: list[int] = []
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [max(1, len(t.split())) for t in texts]
-
     def screen_batch(self, texts: Sequence[str]) -> list[Verdict]:
         self.batches.append(len(texts))
         time.sleep(self.delay_s)
@@ -81,9 +78,6 @@ class Slowed:
         self.inner = inner
         self.delay_s = delay_s
         self.codebook_version = inner.codebook_version
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self.inner.count_tokens(texts)
 
     def screen_batch(self, texts: Sequence[str]) -> list[Verdict]:
         time.sleep(self.delay_s)

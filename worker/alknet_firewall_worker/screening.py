@@ -1,29 +1,38 @@
-"""What a worker does with one delivered document, apart from Celery's plumbing.
+"""What a worker does with one delivered chunk, apart from Celery's plumbing.
 
-In order: skip it if it already has a row (a redelivery); give up with an error verdict
-if it was delivered too often (Redis has no dead-letter queue, and a document that kills
-its worker would otherwise loop forever); answer from the verdict cache; else screen it
-in a micro-batch, alone if it was delivered before (a suspect), and store the row.
+In order, with one Redis round trip before and one after, whatever the chunk's size:
+look up how often the chunk was in a forward pass that never ended, which documents
+already have rows (a redelivery) and which verdicts are cached. A chunk whose worker died
+or hung in a forward pass on it is split: its unfinished documents go back to the queue
+as two suspect halves, so a document that kills its worker is cornered in a few
+redeliveries while its chunk-mates get their verdicts. A chunk of one whose passes died
+`max_deliveries` times gets an error row instead of looping forever (Redis has no
+dead-letter queue). Everything else is screened in a micro-batch (alone when suspect),
+and rows, cache entries and counters are stored together. A document the model raises
+on alone is retried a few times in place, then stored as an error row.
+
 Every Redis call is retried on transient errors; what still fails propagates, and the
 task requeues the message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
-from alknet_firewall.errors import ScreeningError
-from alknet_firewall.queue.connection import with_retries
+from alknet_firewall.queue.connection import backoff_s, with_retries
 from alknet_firewall.queue.keys import result_field
+from alknet_firewall.queue.message import ScreenChunk
 from alknet_firewall.queue.settings import WorkerSettings
-from alknet_firewall.queue.store import DeliveryStore
+from alknet_firewall.queue.store import ChunkStore, Row
 from alknet_firewall.rows import result_row
-from alknet_firewall.schema import Document, Verdict
-from alknet_firewall.screening import REASON_MAX_CHARS, Screener
-from alknet_firewall_worker.batching import MicroBatcher
+from alknet_firewall.schema import Verdict
+from alknet_firewall.screening import Screener
+from alknet_firewall_worker.batching import MicroBatcher, Result
 
 T = TypeVar("T")
 
@@ -35,64 +44,97 @@ class Outcome(StrEnum):
     CACHED = "cached"
     ERROR = "error"
     GAVE_UP = "gave_up"  # an error row after too many deliveries
-    DUPLICATE = "duplicate"
+    DUPLICATE = "duplicate"  # it had its row already
+
+
+@dataclass(slots=True)
+class ChunkReport:
+    """What became of one delivered chunk: its documents' outcomes, or a split."""
+
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
+    split: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Screening:
-    """Screens delivered documents through the batcher and stores their rows."""
+    """Screens delivered chunks through the batcher and stores their rows."""
 
-    store: DeliveryStore
+    store: ChunkStore
     screener: Screener
     batcher: MicroBatcher
     limits: WorkerSettings
+    resend: Callable[[Sequence[ScreenChunk]], None]  # publish chunks (a split's halves)
 
-    def handle(self, job: str, doc: Document, *, may_retry: bool) -> Outcome:
-        """Screen and store one document; raises ScreeningError only when `may_retry`."""
-        digest = doc.digest
-        field = result_field(doc.id, digest)
-        done, deliveries = self._redis(lambda: self.store.begin(job, field))
-        if done:
-            return Outcome.DUPLICATE
+    def handle(self, chunk: ScreenChunk) -> ChunkReport:
+        """Screen the chunk's documents and store their rows, or split it."""
         version = self.screener.codebook_version
-        if deliveries > self.limits.max_deliveries:
+        digests = [doc.digest for doc in chunk.docs]
+        fields = [
+            result_field(doc.id, digest) for doc, digest in zip(chunk.docs, digests, strict=True)
+        ]
+        start = self._redis(
+            lambda: self.store.begin_chunk(chunk.job, chunk.id, fields, version, digests)
+        )
+        pending = [i for i, done in enumerate(start.done) if not done]
+        report = ChunkReport()
+        report.outcomes[Outcome.DUPLICATE] = len(chunk.docs) - len(pending)
+        if start.started and len(pending) > 1:
+            parts = chunk.halves([chunk.docs[i] for i in pending])
+            self._redis(lambda: self.store.replace_chunk(chunk.job, chunk.id, parts))
+            self.resend(parts)
+            report.split = True
+            return report
+        rows: list[Row] = []
+        verdicts: list[tuple[str, Verdict]] = []
+        if start.started >= self.limits.max_deliveries:
             reason = (
-                f"gave up after {deliveries - 1} deliveries: the worker died or ran out "
-                "of time each time it screened this document"
+                f"gave up after {start.started} deliveries: the worker died or ran "
+                "out of time each time it screened this document"
             )
-            self._finish(job, field, doc, Verdict.failed(reason, version))
-            return Outcome.GAVE_UP
-        cached = self._redis(lambda: self.store.cached_verdict(version, digest))
-        if cached is not None:
-            self._finish(job, field, doc, cached)
-            return Outcome.CACHED
-        verdict = self._screen(doc, (job, field), solo=deliveries > 1, may_retry=may_retry)
-        self._redis(lambda: self.store.cache_verdict(digest, verdict))
-        return self._finish(job, field, doc, verdict)
+            todo = []
+            for i in pending:
+                doc = chunk.docs[i]
+                rows.append(
+                    (fields[i], result_row(doc.id, doc.meta, Verdict.failed(reason, version)))
+                )
+                report.outcomes[Outcome.GAVE_UP] += 1
+        else:
+            todo = [i for i in pending if start.cached[i] is None]
+            for i in pending:
+                cached = start.cached[i]
+                if cached is not None:
+                    rows.append(
+                        (fields[i], result_row(chunk.docs[i].id, chunk.docs[i].meta, cached))
+                    )
+                    report.outcomes[Outcome.CACHED] += 1
+        solo = chunk.suspect or start.started > 0
+        texts = [chunk.docs[i].text for i in todo]
+        for i, verdict in zip(todo, self._screen(texts, solo, (chunk.job, chunk.id)), strict=True):
+            doc = chunk.docs[i]
+            rows.append((fields[i], result_row(doc.id, doc.meta, verdict)))
+            verdicts.append((digests[i], verdict))
+            report.outcomes[Outcome.ERROR if verdict.error else Outcome.SCREENED] += 1
+        self._redis(lambda: self.store.finish_chunk(chunk.job, chunk.id, rows, verdicts))
+        return report
 
-    def _screen(
-        self, doc: Document, tag: tuple[str, str], *, solo: bool, may_retry: bool
-    ) -> Verdict:
-        try:
-            return self._submit(doc, tag, solo=solo)
-        except ScreeningError as exc:
-            if may_retry:
-                raise
-            return Verdict.failed(str(exc), self.screener.codebook_version)
-
-    def _submit(self, doc: Document, tag: tuple[str, str], *, solo: bool) -> Verdict:
-        try:
-            tokens = self.screener.count_tokens([doc.text])[0]
-        except Exception as exc:  # the tokenizer is part of the model: same treatment
-            reason = f"tokenizer error: {type(exc).__name__}: {exc}"
-            raise ScreeningError(reason[:REASON_MAX_CHARS]) from exc
-        # The tag lets an overrun forgive the documents that never reached the model.
-        return self.batcher.submit(doc.text, tokens, solo=solo, tag=tag).result()
-
-    def _finish(self, job: str, field: str, doc: Document, verdict: Verdict) -> Outcome:
-        row = result_row(doc.id, doc.meta, verdict)
-        self._redis(lambda: self.store.put_row(job, field, row))
-        return Outcome.ERROR if verdict.error is not None else Outcome.SCREENED
+    def _screen(self, texts: list[str], solo: bool, tag: tuple[str, str]) -> list[Verdict]:
+        """Verdicts for `texts`; a document the model raised on alone is tried again
+        `model_retries` times (a passing fault, such as memory, does not repeat), then
+        gets an error verdict."""
+        if not texts:
+            return []
+        results: list[Result] = self.batcher.submit(texts, solo=solo, tag=tag).result()
+        limits = self.limits
+        for attempt in range(limits.model_retries):
+            failed = [i for i, result in enumerate(results) if not isinstance(result, Verdict)]
+            if not failed:
+                break
+            time.sleep(backoff_s(attempt, limits.retry_backoff_s, limits.retry_backoff_max_s))
+            again = self.batcher.submit([texts[i] for i in failed], solo=True, tag=tag).result()
+            for i, result in zip(failed, again, strict=True):
+                results[i] = result
+        version = self.screener.codebook_version
+        return [r if isinstance(r, Verdict) else Verdict.failed(str(r), version) for r in results]
 
     def _redis(self, call: Callable[[], T]) -> T:
         limits = self.limits

@@ -63,9 +63,8 @@ class InstantScreener:
 
 def serve_worker(argv: Sequence[str]) -> None:
     """Entry point of one worker process (this script with --serve-worker)."""
-    from alknet_firewall_worker.runtime import WorkerApp
-
     from alknet_firewall.config import load_settings
+    from alknet_firewall_worker.runtime import WorkerApp
 
     app = WorkerApp(load_settings(), load_screener=lambda _settings: InstantScreener())
     app.worker_main(["worker", "--loglevel=WARNING", *argv])
@@ -157,11 +156,10 @@ def workers(count: int, env: dict[str, str], log: Path) -> Iterator[list[subproc
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    from alknet_firewall_producer.enqueue import enqueue
-
     from alknet_firewall.config import load_settings
     from alknet_firewall.queue.jobs import JobBook
     from alknet_firewall.queue.store import ResultStore
+    from alknet_firewall_producer.enqueue import enqueue
 
     folder = Path(tempfile.mkdtemp(prefix="queue-overhead-"))
     try:

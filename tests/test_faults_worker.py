@@ -22,8 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from alknet_firewall_producer.enqueue import enqueue
-from alknet_firewall_worker.runtime import OVERRUN_EXIT_CODE
 
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.firewall import Firewall
@@ -31,6 +29,8 @@ from alknet_firewall.queue.jobs import JobBook
 from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.schema import Verdict
 from alknet_firewall.screening import Screener
+from alknet_firewall_producer.enqueue import enqueue
+from alknet_firewall_worker.runtime import OVERRUN_EXIT_CODE
 from tests.queue_helpers import (
     ROOT,
     SOURCE_PATH,

@@ -6,10 +6,9 @@ import threading
 import time
 from collections.abc import Sequence
 
-from alknet_firewall_worker.batching import BatchStats, MicroBatcher
-
 from alknet_firewall.errors import ScreeningError
 from alknet_firewall.schema import Verdict
+from alknet_firewall_worker.batching import BatchStats, MicroBatcher
 from tests.queue_helpers import FakeScreener, fake_verdict
 
 

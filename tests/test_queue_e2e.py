@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alknet_firewall_producer import cli
-from alknet_firewall_producer.enqueue import enqueue
 
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.queue.app import TASK_NAME, create_app
@@ -29,6 +27,8 @@ from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.schema import Verdict
 from alknet_firewall.screening import Screener, ScreeningService
 from alknet_firewall.sources import read_records
+from alknet_firewall_producer import cli
+from alknet_firewall_producer.enqueue import enqueue
 from tests.queue_helpers import FakeScreener, Namespace, namespace, worker_process
 
 pytestmark = pytest.mark.redis
@@ -157,9 +157,10 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     source, texts = corpus(tmp_path / "in.jsonl", 60)
     jobs = book(settings)
     log = tmp_path / "worker.log"
-    slow = worker_process(ns, log, "--concurrency=8", fake=model.fake, FAKE_DELAY_S="0.8")
+    slow = worker_process(ns, log, "--concurrency=2", fake=model.fake, FAKE_DELAY_S="0.8")
+    ns.env["ALKNET_QUEUE__PRODUCER__MESSAGE_DOCS"] = "4"
     with slow as first:
-        enqueue(settings, str(source), "kill")
+        enqueue(ns.settings(), str(source), "kill")
         ns.wait_for(lambda: jobs.progress("kill").done >= 8, 30, "a first batch")  # type: ignore[union-attr]
         time.sleep(0.3)  # the next batch is in its forward pass
         first.kill(signal.SIGKILL)
@@ -263,3 +264,34 @@ def _without_scores(row: dict[str, Any]) -> dict[str, Any]:
     """A row without its float noise (batch-mates move scores by one rounding step)."""
     alarms = [{k: v for k, v in a.items() if k != "strength"} for a in row["alarms"]]
     return {k: v for k, v in row.items() if k != "score"} | {"alarms": alarms}
+
+
+def test_with_the_shipped_settings_a_killed_workers_chunks_are_stored_within_two_minutes(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL mid-chunk (an OOM kill, a lost node), a replacement started at once, and
+    nothing shortened: heartbeats stop, the messages come back after the visibility
+    timeout, are split and screened."""
+    with namespace() as ns:  # the shipped [queue] settings, only Redis and prefix changed
+        settings = ns.settings()
+        source, texts = corpus(tmp_path / "in.jsonl", 300)  # 5 messages of up to 64
+        jobs = book(settings)
+        log = tmp_path / "worker.log"
+        with worker_process(ns, log, FAKE_DELAY_S="3") as first:
+            enqueue(settings, str(source), "oom")
+            deliveries = f"{ns.prefix}job:oom:deliveries"
+            ns.wait_for(lambda: ns.client.hlen(deliveries) > 0, 30, "a forward pass")
+            first.kill(signal.SIGKILL)
+            killed = time.monotonic()
+        assert jobs.progress("oom").done == 0  # type: ignore[union-attr]
+        with worker_process(ns, log):
+            wait_finished(ns, jobs, "oom", timeout_s=150)
+            recovered_s = time.monotonic() - killed
+        print(f"every row stored {recovered_s:.1f} s after the kill")
+        assert recovered_s < 120
+        assert ns.client.hlen(f"{ns.prefix}job:oom:results") == 300
+        rows = list(jobs.rows("oom"))
+        assert [r["decision"] for r in rows if r] == [
+            FakeScreener().screen_batch([t])[0].decision.value for t in texts
+        ]
+        assert ns.client.hlen(f"{ns.prefix}unacked") == 0

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import pytest
-from alknet_firewall_worker.batching import MicroBatcher
-from alknet_firewall_worker.screening import Outcome, Screening
 
 from alknet_firewall.queue.keys import JobField, result_field
 from alknet_firewall.queue.memory import MemoryStore
@@ -14,6 +12,8 @@ from alknet_firewall.queue.message import ScreenChunk, pack
 from alknet_firewall.queue.settings import WorkerSettings
 from alknet_firewall.rows import result_row
 from alknet_firewall.schema import Document, Verdict
+from alknet_firewall_worker.batching import MicroBatcher
+from alknet_firewall_worker.screening import Outcome, Screening
 from tests.queue_helpers import FakeScreener, fake_verdict
 
 DOCS = [Document(id=f"d{i}", text=f"a plain sentence {i}", meta={"n": i}) for i in range(4)]

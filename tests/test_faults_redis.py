@@ -9,6 +9,7 @@ used by tests/test_security.py. Every process started here is killed, even on fa
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import redis
 
 from alknet_firewall.queue.jobs import JobBook
 from alknet_firewall.queue.store import ResultStore
+from alknet_firewall_producer import status
 from alknet_firewall_producer.enqueue import EnqueueReport, enqueue
 from tests.queue_helpers import (
     Namespace,
@@ -282,3 +284,31 @@ def test_a_worker_waits_for_a_broker_that_is_down_then_screens(tmp_path: Path) -
             raise
         finally:
             proc.stop()
+
+
+def test_a_lost_message_is_re_driven_by_the_workers_and_status_says_so(tmp_path: Path) -> None:
+    env = FAST | {
+        "ALKNET_QUEUE__PRODUCER__MESSAGE_DOCS": "10",
+        "ALKNET_QUEUE__WORKER__REDRIVE_AFTER_S": "2",
+    }
+    with namespace(**env) as ns:
+        settings = ns.settings()
+        jobs = JobBook(ResultStore.from_settings(settings.queue))
+        texts = write_corpus(tmp_path / "in.jsonl", 30, "r")
+        assert enqueue(settings, str(tmp_path / "in.jsonl"), "lost").messages == 3
+        # One message vanishes as in kombu#305: taken off the list, never recorded as
+        # unacked. The job's outbox still has its chunk.
+        assert ns.client.rpop(f"{ns.prefix}screen") is not None
+        with worker_process(ns, tmp_path / "worker.log"):
+            ns.wait_for(
+                lambda: jobs.progress("lost").finished,  # type: ignore[union-attr]
+                30,
+                "the job to finish without anyone sending again",
+            )
+        assert_exactly_one_verdict_each(ns, "lost", texts)
+        progress = jobs.progress("lost")
+        assert progress is not None and progress.redriven == 1
+        out = io.StringIO()
+        status.show(jobs, "lost", out=out)
+        assert "stalled, re-drove 1 lost messages (last 20" in out.getvalue()
+        assert ns.client.hlen(f"{ns.prefix}job:lost:chunks") == 0  # the outbox is empty

@@ -114,7 +114,10 @@ def test_every_document_gets_exactly_one_verdict_equal_to_in_process(
         sizes = worker.metric("alknet_batch_documents_sum")
         batches = worker.metric("alknet_batch_documents_count")
         singles = worker.metric('alknet_batch_documents_bucket{le="1.0"}')
+        stored = worker.metric('alknet_messages_total{outcome="stored"}')
+        screened = worker.metric('alknet_documents_total{outcome="screened"}')
     assert sizes == 300 and batches < 300 and singles < batches  # some batch held > 1
+    assert stored == report.messages == 5 and screened == 300  # 300 documents, 64 a message
     rows = list(jobs.rows("main"))
     assert [r["id"] for r in rows if r] == [f"d{i}" for i in range(300)]
     assert_same_verdicts(rows, model.expected(texts))
@@ -200,6 +203,24 @@ def test_a_pickled_message_is_rejected_unread(ns: Namespace, tmp_path: Path) -> 
         "d0"
     ]
     assert "ContentDisallowed" in (tmp_path / "worker.log").read_text()
+
+
+def test_a_one_document_message_of_an_older_producer_is_still_screened(
+    ns: Namespace, model: Model, tmp_path: Path
+) -> None:
+    settings = ns.settings()
+    text = "The library opens at nine."
+    with worker_process(ns, tmp_path / "worker.log", fake=model.fake):
+        create_app(settings).send_task(
+            TASK_NAME,
+            kwargs={"job": "old", "doc_id": "x", "text": text, "meta": {"lang": "en"}},
+            queue=settings.queue.queue,
+        )
+        results = f"{ns.prefix}job:old:results"
+        ns.wait_for(lambda: ns.client.hlen(results) == 1, 30, "the old message's row")
+    (row,) = [json.loads(raw) for raw in ns.client.hvals(results)]
+    assert (row["id"], row["lang"]) == ("x", "en")
+    assert row["decision"] == model.expected([text])[0].decision.value
 
 
 def test_a_document_the_model_fails_on_gets_an_error_verdict_and_spares_its_batch(

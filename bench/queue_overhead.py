@@ -24,8 +24,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,7 @@ from pathlib import Path
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # soak.py: a redis-server of our own, stopping one
 PREFIX = "bench:"
 JOB = "overhead"
 
@@ -70,39 +69,6 @@ def serve_worker(argv: Sequence[str]) -> None:
     app.worker_main(["worker", "--loglevel=WARNING", *argv])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def redis_server(folder: Path) -> Iterator[int]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            *("redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder)),
-            *("--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"),
-        ],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 15
-        while True:
-            with contextlib.suppress(redis.ConnectionError):
-                if client.ping():
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit("redis-server did not start")
-            time.sleep(0.05)
-        yield port
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def write_corpus(path: Path, n: int) -> None:
     """`n` unique documents of about 25 words (150 characters): no cache hits."""
     words = [
@@ -128,6 +94,8 @@ def write_corpus(path: Path, n: int) -> None:
 
 @contextlib.contextmanager
 def workers(count: int, env: dict[str, str], log: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    from soak import stop
+
     procs = []
     with log.open("ab") as out:
         for _ in range(count):
@@ -145,17 +113,12 @@ def workers(count: int, env: dict[str, str], log: Path) -> Iterator[list[subproc
             yield procs
         finally:
             for proc in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                stop(proc)
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
+    from soak import redis_server
+
     from alknet_firewall.config import load_settings
     from alknet_firewall.queue.jobs import JobBook
     from alknet_firewall.queue.store import ResultStore

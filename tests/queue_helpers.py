@@ -22,6 +22,7 @@ from pathlib import Path
 import redis
 
 from alknet_firewall.config import Settings, load_settings
+from alknet_firewall.queue.message import ScreenChunk
 from alknet_firewall.schema import Alarm, Decision, Verdict
 from alknet_firewall.screening import Screener
 
@@ -54,6 +55,16 @@ class FakeScreener:
         if any("POISON" in t for t in texts):
             raise RuntimeError("the fake model chokes on POISON")
         return [fake_verdict(t) for t in texts]
+
+
+class Sent:
+    """Stands in for sending chunks (a worker's `resend`, the re-drive's `send`): keeps them."""
+
+    def __init__(self) -> None:
+        self.chunks: list[ScreenChunk] = []
+
+    def __call__(self, chunks: Sequence[ScreenChunk]) -> None:
+        self.chunks.extend(chunks)
 
 
 def fake_verdict(text: str) -> Verdict:

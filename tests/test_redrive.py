@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,7 +13,7 @@ from alknet_firewall.queue.message import ScreenChunk
 from alknet_firewall.queue.redrive import Redrive
 from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.schema import Document
-from tests.queue_helpers import Namespace, namespace
+from tests.queue_helpers import Namespace, Sent, namespace
 
 pytestmark = pytest.mark.redis
 
@@ -21,14 +21,6 @@ CHUNKS = [
     ScreenChunk(job="j", id=f"c{i}", docs=[Document(id=f"d{i}", text=f"text {i}")])
     for i in range(3)
 ]
-
-
-class Sent:
-    def __init__(self) -> None:
-        self.chunks: list[ScreenChunk] = []
-
-    def __call__(self, chunks: Sequence[ScreenChunk]) -> None:
-        self.chunks.extend(chunks)
 
 
 @pytest.fixture

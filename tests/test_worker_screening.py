@@ -14,7 +14,7 @@ from alknet_firewall.rows import result_row
 from alknet_firewall.schema import Document, Verdict
 from alknet_firewall_worker.batching import MicroBatcher
 from alknet_firewall_worker.screening import Outcome, Screening
-from tests.queue_helpers import FakeScreener, fake_verdict
+from tests.queue_helpers import FakeScreener, Sent, fake_verdict
 
 DOCS = [Document(id=f"d{i}", text=f"a plain sentence {i}", meta={"n": i}) for i in range(4)]
 
@@ -25,16 +25,6 @@ def field(doc: Document) -> str:
 
 def chunk_of(docs: list[Document], job: str = "j", chunk_id: str = "c") -> ScreenChunk:
     return ScreenChunk(job=job, id=chunk_id, docs=docs)
-
-
-class Sent:
-    """The worker's `resend`: records the chunks it would publish."""
-
-    def __init__(self) -> None:
-        self.chunks: list[ScreenChunk] = []
-
-    def __call__(self, chunks: Sequence[ScreenChunk]) -> None:
-        self.chunks.extend(chunks)
 
 
 @pytest.fixture

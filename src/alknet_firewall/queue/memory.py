@@ -20,7 +20,7 @@ from alknet_firewall.schema import Verdict
 
 
 class MemoryStore:
-    """Rows, delivery counts, outboxes, job counters and the verdict cache of one process."""
+    """Rows, passes begun per chunk, outboxes, job counters and the verdict cache."""
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], dict[str, Any]] = {}

@@ -31,8 +31,9 @@ _TASK_IDS = uuid.UUID("6f1d1c0e-5a7b-4c55-9a59-0d6b1f4d2e11")
 class ScreenChunk(BaseModel):
     """Screen `docs` and store their rows in `job`'s results.
 
-    `id` names the message for its delivery count and for the job's outbox of chunks
-    not yet stored (keys.py); a half split off a chunk is named `{id}.0` or `{id}.1`.
+    `id` names the message for its count of forward passes begun (a suspect after one
+    that never ended) and in the job's outbox of chunks not yet stored (keys.py); a half
+    split off a chunk is named `{id}.0` or `{id}.1`.
     `suspect`: split from a chunk whose worker died or hung on it, so it is screened
     in batches of its own, never beside other messages' documents.
     """
@@ -46,8 +47,8 @@ class ScreenChunk(BaseModel):
 
     @classmethod
     def new(cls, job: str, docs: list[Document]) -> ScreenChunk:
-        """A chunk under a fresh id: a re-run of `enqueue` never shares a delivery count
-        with the messages of an earlier run."""
+        """A chunk under a fresh id: a re-run of `enqueue` never shares a count of passes
+        begun with the messages of an earlier run."""
         return cls(job=job, id=uuid.uuid4().hex[:16], docs=docs)
 
     def halves(self, docs: list[Document]) -> list[ScreenChunk]:
@@ -99,6 +100,6 @@ class ScreenMessage(BaseModel):
 
     def chunk(self, field: str) -> ScreenChunk:
         """The same work as a chunk of one, named by the document's result field (every
-        redelivery of the message gets the same name, hence one delivery count)."""
+        redelivery of the message gets the same name, hence one count of passes begun)."""
         doc = Document(id=self.doc_id, text=self.text, meta=self.meta)
         return ScreenChunk(job=self.job, id=field, docs=[doc])

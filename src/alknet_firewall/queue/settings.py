@@ -25,8 +25,8 @@ class WorkerSettings(Section):
     prefetch_multiplier: int = Field(default=1, ge=1, le=64)
     metrics_port: int = Field(default=9808, ge=0, le=65535)  # 0: no metrics endpoint
     batch_time_limit_s: float = Field(default=300.0, gt=0)  # a longer forward pass is a hang
-    # Deliveries of a one-document message before its error verdict (a chunk of several is
-    # split in halves on redelivery instead): Redis has no dead-letter queue.
+    # Forward passes that died (worker killed or hung) on a one-document message before its
+    # error verdict; a chunk of several is split in halves instead. No DLQ in Redis.
     max_deliveries: int = Field(default=5, ge=1)
     # A job with messages outstanding and no row stored for this long, while the queue is
     # empty, has lost a message: its unscreened chunks are sent again (re-drive).

@@ -86,7 +86,7 @@ class ChunkStore(Protocol):
 
 
 class ResultStore:
-    """Verdict rows per job, delivery counts, the jobs' outboxes, the shared verdict cache."""
+    """Verdict rows per job, passes begun per chunk, the jobs' outboxes, the verdict cache."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
@@ -122,7 +122,7 @@ class ResultStore:
         self, job: str, chunk_id: str, rows: Sequence[Row], verdicts: Sequence[tuple[str, Verdict]]
     ) -> int:
         """Store the rows (each once), cache the verdicts, take the chunk off the job's
-        outbox and forget its deliveries; how many rows were new."""
+        outbox and forget its passes begun; how many rows were new."""
         pipe = self.client.pipeline(transaction=False)
         self.put_rows(pipe, job, rows, chunk_id)
         for digest, verdict in verdicts:
@@ -135,7 +135,7 @@ class ResultStore:
         self, pipe: redis.client.Pipeline, job: str, rows: Sequence[Row], chunk_id: str = ""
     ) -> None:
         """Queue the rows' write on `pipe` (see _PUT_ROWS); with `chunk_id`, also take that
-        chunk off the outbox and forget its deliveries."""
+        chunk off the outbox and forget its passes begun."""
         k = self.keys
         keys = [k.job_results(job), k.job_meta(job), k.job_deliveries(job), k.job_chunks(job)]
         args: list[str | int | float] = [

@@ -112,18 +112,18 @@ def test_a_poison_document_is_cornered_by_splitting_and_every_document_gets_one_
     tmp_path: Path, poison: str, exit_code: int
 ) -> None:
     # The watchdog fires 1 s into a forward pass; unacked messages come back 3 s later.
-    # Chunks of 8: the poisoned chunk dies, is split (8 -> 4 -> 2 -> 1) on each
-    # redelivery, and the lone poison document dies twice more (max_deliveries) before
-    # it gets an error verdict: 5 deaths. Its chunk-mates all get their verdicts.
+    # Chunks of 4: the poisoned chunk dies, is split (4 -> 2 -> 1) on each redelivery,
+    # and the lone poison document dies twice (max_deliveries 2) before it gets an error
+    # verdict: 4 deaths. Its chunk-mates all get their verdicts.
     limits = {
         "ALKNET_QUEUE__WORKER__BATCH_TIME_LIMIT_S": "1",
         "ALKNET_QUEUE__VISIBILITY_TIMEOUT_S": "3",
         "ALKNET_QUEUE__WORKER__MAX_DELIVERIES": "2",
         "ALKNET_QUEUE__WORKER__RETRY_BACKOFF_S": "0.1",
         "ALKNET_QUEUE__WORKER__RETRY_BACKOFF_MAX_S": "0.5",
-        "ALKNET_QUEUE__PRODUCER__MESSAGE_DOCS": "8",
+        "ALKNET_QUEUE__PRODUCER__MESSAGE_DOCS": "4",
     }
-    texts = [f"ordinary text {i}" for i in range(20)]
+    texts = [f"ordinary text {i}" for i in range(12)]
     texts[5] = f"this one will {poison} the model"
     source = write_jsonl(tmp_path / "in.jsonl", texts)
     log = tmp_path / "worker.log"
@@ -135,7 +135,7 @@ def test_a_poison_document_is_cornered_by_splitting_and_every_document_gets_one_
         worker = HangingWorker(ns, log, "--concurrency=8")
         try:
             # Play the orchestrator: restart the worker whenever it exits, until done.
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + 180  # each death: a restart, a timeout
             while not (p := jobs.progress("hang")) or not p.finished:
                 assert time.monotonic() < deadline, f"not finished; exits {exits}"
                 if worker.proc.poll() is not None:
@@ -148,11 +148,11 @@ def test_a_poison_document_is_cornered_by_splitting_and_every_document_gets_one_
             raise
         finally:
             worker.stop()
-        assert exits == [exit_code] * 5, exits  # chunks of 8, 4, 2, then twice alone
+        assert exits == [exit_code] * 4, exits  # chunks of 4, 2, then twice alone
         if poison == "HANG":
             assert "over the limit: exiting" in log.read_text()
         rows = list(jobs.rows("hang"))
-        assert ns.client.hlen(f"{ns.prefix}job:hang:results") == 20
+        assert ns.client.hlen(f"{ns.prefix}job:hang:results") == 12
         assert all(row is not None for row in rows)
         hung = rows[5]
         assert hung is not None and hung["decision"] == "error"
@@ -160,7 +160,7 @@ def test_a_poison_document_is_cornered_by_splitting_and_every_document_gets_one_
         for row, text in zip(rows[:5] + rows[6:], texts[:5] + texts[6:], strict=True):
             assert row is not None and row["decision"] == fake_verdict(text).decision.value
         progress = jobs.progress("hang")
-        assert progress is not None and (progress.done, progress.errors) == (20, 1)
+        assert progress is not None and (progress.done, progress.errors) == (12, 1)
 
 
 def test_a_document_over_max_chars_gets_an_error_verdict_and_its_batch_mates_are_screened(

@@ -28,7 +28,7 @@ from alknet_firewall.queue.connection import backoff_s, with_retries
 from alknet_firewall.queue.keys import result_field
 from alknet_firewall.queue.message import ScreenChunk
 from alknet_firewall.queue.settings import WorkerSettings
-from alknet_firewall.queue.store import ChunkStore, Row
+from alknet_firewall.queue.store import ChunkStart, ChunkStore, Row
 from alknet_firewall.rows import result_row
 from alknet_firewall.schema import Verdict
 from alknet_firewall.screening import Screener
@@ -67,11 +67,9 @@ class Screening:
 
     def handle(self, chunk: ScreenChunk) -> ChunkReport:
         """Screen the chunk's documents and store their rows, or split it."""
-        version = self.screener.codebook_version
         digests = [doc.digest for doc in chunk.docs]
-        fields = [
-            result_field(doc.id, digest) for doc, digest in zip(chunk.docs, digests, strict=True)
-        ]
+        fields = [result_field(d.id, digest) for d, digest in zip(chunk.docs, digests, strict=True)]
+        version = self.screener.codebook_version
         start = self._redis(
             lambda: self.store.begin_chunk(chunk.job, chunk.id, fields, version, digests)
         )
@@ -84,38 +82,39 @@ class Screening:
             self.resend(parts)
             report.split = True
             return report
+        answers = self._answers(chunk, pending, start)
         rows: list[Row] = []
-        verdicts: list[tuple[str, Verdict]] = []
+        fresh: list[tuple[str, Verdict]] = []  # verdicts the model gave: to cache
+        for i, (verdict, outcome) in answers.items():
+            rows.append((fields[i], result_row(chunk.docs[i].id, chunk.docs[i].meta, verdict)))
+            report.outcomes[outcome] += 1
+            if outcome in (Outcome.SCREENED, Outcome.ERROR):
+                fresh.append((digests[i], verdict))
+        self._redis(lambda: self.store.finish_chunk(chunk.job, chunk.id, rows, fresh))
+        return report
+
+    def _answers(
+        self, chunk: ScreenChunk, pending: list[int], start: ChunkStart
+    ) -> dict[int, tuple[Verdict, Outcome]]:
+        """A verdict for each pending document: given up, cached, or from the model."""
+        version = self.screener.codebook_version
         if start.started >= self.limits.max_deliveries:
             reason = (
                 f"gave up after {start.started} deliveries: the worker died or ran "
                 "out of time each time it screened this document"
             )
-            todo = []
-            for i in pending:
-                doc = chunk.docs[i]
-                rows.append(
-                    (fields[i], result_row(doc.id, doc.meta, Verdict.failed(reason, version)))
-                )
-                report.outcomes[Outcome.GAVE_UP] += 1
-        else:
-            todo = [i for i in pending if start.cached[i] is None]
-            for i in pending:
-                cached = start.cached[i]
-                if cached is not None:
-                    rows.append(
-                        (fields[i], result_row(chunk.docs[i].id, chunk.docs[i].meta, cached))
-                    )
-                    report.outcomes[Outcome.CACHED] += 1
+            return {i: (Verdict.failed(reason, version), Outcome.GAVE_UP) for i in pending}
+        answers: dict[int, tuple[Verdict, Outcome]] = {}
+        for i in pending:
+            cached = start.cached[i]
+            if cached is not None:
+                answers[i] = (cached, Outcome.CACHED)
+        todo = [i for i in pending if i not in answers]
         solo = chunk.suspect or start.started > 0
-        texts = [chunk.docs[i].text for i in todo]
-        for i, verdict in zip(todo, self._screen(texts, solo, (chunk.job, chunk.id)), strict=True):
-            doc = chunk.docs[i]
-            rows.append((fields[i], result_row(doc.id, doc.meta, verdict)))
-            verdicts.append((digests[i], verdict))
-            report.outcomes[Outcome.ERROR if verdict.error else Outcome.SCREENED] += 1
-        self._redis(lambda: self.store.finish_chunk(chunk.job, chunk.id, rows, verdicts))
-        return report
+        verdicts = self._screen([chunk.docs[i].text for i in todo], solo, (chunk.job, chunk.id))
+        for i, verdict in zip(todo, verdicts, strict=True):
+            answers[i] = (verdict, Outcome.ERROR if verdict.error else Outcome.SCREENED)
+        return answers
 
     def _screen(self, texts: list[str], solo: bool, tag: tuple[str, str]) -> list[Verdict]:
         """Verdicts for `texts`; a document the model raised on alone is tried again

@@ -316,3 +316,21 @@ def test_with_the_shipped_settings_a_killed_workers_chunks_are_stored_within_two
             FakeScreener().screen_batch([t])[0].decision.value for t in texts
         ]
         assert ns.client.hlen(f"{ns.prefix}unacked") == 0
+
+
+def test_a_live_worker_keeps_a_message_it_holds_longer_than_the_visibility_timeout(
+    tmp_path: Path,
+) -> None:
+    """Heartbeats: a forward pass of 8 s under a 3 s visibility timeout is not taken for a
+    dead worker's message (it would come back, be split, and count as a split)."""
+    with namespace(ALKNET_QUEUE__VISIBILITY_TIMEOUT_S="3") as ns:
+        settings = ns.settings()
+        source, _ = corpus(tmp_path / "in.jsonl", 10)
+        jobs = book(settings)
+        with worker_process(ns, tmp_path / "worker.log", FAKE_DELAY_S="8") as worker:
+            enqueue(settings, str(source), "long")
+            wait_finished(ns, jobs, "long", timeout_s=60)
+            split = worker.metric('alknet_messages_total{outcome="split"}')
+            stored = worker.metric('alknet_messages_total{outcome="stored"}')
+        assert (split, stored) == (0, 1)
+        assert ns.client.hlen(f"{ns.prefix}unacked") == 0

@@ -307,7 +307,7 @@ def report(run: Run, check: Verification, command: str) -> str:
         f"| decisions | {', '.join(f'{k} {v:,}' for k, v in sorted(check.decisions.items()))} |",
         f"| workers ready (model loaded) | {run.workers_ready_s:.1f} s |",
         f"| enqueue finished after | {run.enqueue_seconds:.1f} s "
-        f"(backpressure at {a.max_queue:,} queued) |",
+        f"(backpressure at {a.max_queue:,} messages queued) |",
         f"| all rows stored after | {total_s:.1f} s |",
         f"| mean throughput | {check.rows / total_s:,.1f} docs/s |",
         f"| per-interval throughput, middle 80% (min / median / max) | {pace} docs/s |",
@@ -349,10 +349,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=50_000)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--concurrency", type=int, default=64, help="threads per worker")
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="messages (chunks) in flight per worker"
+    )
     parser.add_argument("--tiny", action="store_true", help="the tiny model of tests/tiny.py")
     parser.add_argument("--sample-s", type=float, default=3.0, help="sampling interval")
-    parser.add_argument("--max-queue", type=int, default=20_000, help="producer backpressure")
+    parser.add_argument(
+        "--max-queue", type=int, default=1_000, help="producer backpressure, in messages"
+    )
     parser.add_argument("--timeout-s", type=float, default=3600)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "SOAK.md")
     args = parser.parse_args()

@@ -236,7 +236,7 @@ def run_queue(texts: list[str], workers: int) -> dict[str, Any]:
     """Enqueue the texts under a fresh key prefix and drain them with worker processes."""
     from alknet_firewall.queue.jobs import JobBook
     from alknet_firewall.queue.store import ResultStore
-    from producer.enqueue import enqueue
+    from alknet_firewall_producer.enqueue import enqueue
 
     prefix = f"bench-{os.getpid()}-{workers}:"
     env = os.environ | {

@@ -22,12 +22,18 @@ from pathlib import Path
 import redis
 
 from alknet_firewall.config import Settings, load_settings
+from alknet_firewall.queue.message import ScreenChunk
 from alknet_firewall.schema import Alarm, Decision, Verdict
 from alknet_firewall.screening import Screener
 
 REDIS_URL = "redis://127.0.0.1:6379/7"  # the queue tests' database; keys are prefixed
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_CODEBOOK = "fake-codebook-1"
+# What a worker subprocess imports from this checkout: the three packages' folders, and
+# the root and tests/ for the test helpers.
+SOURCE_PATH = os.pathsep.join(
+    str(path) for path in (ROOT / "src", ROOT / "worker", ROOT / "producer", ROOT, ROOT / "tests")
+)
 
 
 class FakeScreener:
@@ -43,15 +49,22 @@ class FakeScreener:
         self.delay_s = delay_s
         self.batches: list[int] = []
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [max(1, len(t.split())) for t in texts]
-
     def screen_batch(self, texts: Sequence[str]) -> list[Verdict]:
         self.batches.append(len(texts))
         time.sleep(self.delay_s)
         if any("POISON" in t for t in texts):
             raise RuntimeError("the fake model chokes on POISON")
         return [fake_verdict(t) for t in texts]
+
+
+class Sent:
+    """Stands in for sending chunks (a worker's `resend`, the re-drive's `send`): keeps them."""
+
+    def __init__(self) -> None:
+        self.chunks: list[ScreenChunk] = []
+
+    def __call__(self, chunks: Sequence[ScreenChunk]) -> None:
+        self.chunks.extend(chunks)
 
 
 def fake_verdict(text: str) -> Verdict:
@@ -77,9 +90,6 @@ class Slowed:
         self.delay_s = delay_s
         self.codebook_version = inner.codebook_version
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self.inner.count_tokens(texts)
-
     def screen_batch(self, texts: Sequence[str]) -> list[Verdict]:
         time.sleep(self.delay_s)
         return self.inner.screen_batch(texts)
@@ -91,7 +101,7 @@ def test_worker_main() -> None:
     TEST_SCREENER=fake screens with FakeScreener, anything else with the real Firewall
     (the tiny model when the test passes `tiny_env`); FAKE_DELAY_S slows forward passes.
     """
-    from worker.runtime import WorkerApp, load_firewall
+    from alknet_firewall_worker.runtime import WorkerApp, load_firewall
 
     delay = float(os.environ.get("FAKE_DELAY_S", "0"))
     fake = os.environ.get("TEST_SCREENER") == "fake"
@@ -167,7 +177,7 @@ class WorkerProcess:
             **os.environ,
             **ns.env,
             "ALKNET_QUEUE__WORKER__METRICS_PORT": str(self.metrics_port),
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), str(ROOT / "tests")]),
+            "PYTHONPATH": SOURCE_PATH,
             "TEST_SCREENER": "fake" if fake else "real",
             **env,
         }

@@ -215,7 +215,7 @@ def test_flower_requires_a_login_and_listens_on_loopback(
     services: dict[str, dict[str, Any]],
 ) -> None:
     flower = services["flower"]
-    assert flower["entrypoint"] == ["celery", "-A", "worker", "flower"]
+    assert flower["entrypoint"] == ["celery", "-A", "alknet_firewall_worker", "flower"]
     credentials = flower["environment"].get("FLOWER_BASIC_AUTH") or next(
         arg.split("=", 1)[1] for arg in flower["command"] if arg.startswith("--basic-auth=")
     )
@@ -506,7 +506,7 @@ def test_gpu_deployment_takes_one_gpu_per_worker_process() -> None:
 
 def test_flower_deployment_requires_a_login_from_a_secret() -> None:
     (container,) = containers(of_kind("Deployment")["alknet-flower"])
-    assert container["command"] == ["celery", "-A", "worker", "flower"]
+    assert container["command"] == ["celery", "-A", "alknet_firewall_worker", "flower"]
     (auth,) = [var for var in container["env"] if var["name"] == "FLOWER_BASIC_AUTH"]
     assert auth["valueFrom"]["secretKeyRef"]["name"] == "alknet-firewall-flower"
     assert of_kind("Service")["alknet-flower"]["spec"]["type"] == "ClusterIP"

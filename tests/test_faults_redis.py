@@ -9,6 +9,7 @@ used by tests/test_security.py. Every process started here is killed, even on fa
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -24,7 +25,8 @@ import redis
 
 from alknet_firewall.queue.jobs import JobBook
 from alknet_firewall.queue.store import ResultStore
-from producer.enqueue import EnqueueReport, enqueue
+from alknet_firewall_producer import status
+from alknet_firewall_producer.enqueue import EnqueueReport, enqueue
 from tests.queue_helpers import (
     Namespace,
     WorkerProcess,
@@ -162,30 +164,6 @@ def missing(ns: Namespace, job: str) -> list[str]:
     return [f for f in fields if f not in done]
 
 
-def settle(ns: Namespace, jobs: JobBook, job: str, timeout_s: float = 90) -> None:
-    """Wait until `job` is finished, or stalled: nothing queued or unacked, and no new row
-    for longer than the visibility timeout (so no redelivery is still due)."""
-    deadline = time.monotonic() + timeout_s
-    last, since = -1, time.monotonic()
-    quiet_s = int(FAST["ALKNET_QUEUE__VISIBILITY_TIMEOUT_S"]) + 3
-    while True:
-        progress = jobs.progress(job)
-        assert progress is not None
-        if progress.finished:
-            return
-        if progress.done != last:
-            last, since = progress.done, time.monotonic()
-        idle = not ns.client.llen(f"{ns.prefix}screen") and not ns.client.hlen(
-            f"{ns.prefix}unacked"
-        )
-        if idle and time.monotonic() - since > quiet_s:
-            return
-        assert time.monotonic() < deadline, f"{job} neither finished nor settled: " + (
-            where_are_they(ns, job)
-        )
-        time.sleep(0.2)
-
-
 def where_are_they(ns: Namespace, job: str) -> str:
     """For a failure message: the documents without a row, and what Redis holds of them."""
     fields = missing(ns, job)
@@ -200,9 +178,20 @@ def where_are_they(ns: Namespace, job: str) -> str:
     )
 
 
-def test_redis_restarted_mid_job_every_document_gets_exactly_one_verdict(tmp_path: Path) -> None:
+# How many times the restart test runs (each ~15-30 s). A run that loses a message only
+# passes because the workers re-drive it, so more runs try that path more often: set
+# ALKNET_TEST_REDIS_RESTARTS=20 for the issue's 20 runs.
+RESTARTS = int(os.environ.get("ALKNET_TEST_REDIS_RESTARTS", "2"))
+
+
+@pytest.mark.parametrize("run", range(RESTARTS))
+def test_redis_restarted_mid_job_every_job_completes_on_its_own(tmp_path: Path, run: int) -> None:
     with redis_server(tmp_path / "redis") as server:
-        ns = own_namespace(f"redis://127.0.0.1:{server.port}/0", **FAST)
+        env = FAST | {
+            "ALKNET_QUEUE__PRODUCER__MESSAGE_DOCS": "8",
+            "ALKNET_QUEUE__WORKER__REDRIVE_AFTER_S": "4",
+        }
+        ns = own_namespace(f"redis://127.0.0.1:{server.port}/0", **env)
         settings = ns.settings()
         jobs = JobBook(ResultStore.from_settings(settings.queue))
         texts = write_corpus(tmp_path / "a.jsonl", 200, "a")
@@ -223,24 +212,28 @@ def test_redis_restarted_mid_job_every_document_gets_exactly_one_verdict(tmp_pat
             server.start()
             sender.join(timeout=30)
             assert not sender.is_alive() and reports and reports[0].sent == 50
+            # Nobody runs enqueue again: a message Kombu lost in the restart (its BRPOP
+            # answered, its unacked record never written: celery/kombu#305) is re-driven
+            # by the worker from the job's outbox.
             for job in ("a", "b"):
-                settle(ns, jobs, job)
-            # Kombu's Redis transport pops a message (BRPOP) and records it as unacked in a
-            # second command: a message whose BRPOP was answered just as Redis went down is
-            # in neither place, and lost (celery/kombu#305). At most one per consumer
-            # connection, and never silently: the job stays unfinished. Re-running the same
-            # enqueue is the documented recovery: it sends exactly the documents with no row.
-            lost = missing(ns, "a")
-            assert len(lost) <= 1, where_are_they(ns, "a")
-            assert enqueue(settings, str(tmp_path / "a.jsonl"), "a").sent == len(lost)
-            ns.wait_for(lambda: jobs.progress("a").finished, 30, "the resent documents")  # type: ignore[union-attr]
+                try:
+                    ns.wait_for(
+                        lambda job=job: jobs.progress(job).finished,  # type: ignore[union-attr, misc]
+                        90,
+                        f"job {job} to finish on its own",
+                    )
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}: {where_are_they(ns, job)}") from None
             assert worker.proc.poll() is None, "the worker died instead of reconnecting"
         assert_exactly_one_verdict_each(ns, "a", texts)
         assert_exactly_one_verdict_each(ns, "b", late)
-        # Nothing is left waiting, reserved or unacked.
+        # Nothing is left waiting, reserved, unacked or outstanding.
         assert ns.client.llen(f"{ns.prefix}screen") == 0
         assert ns.client.hlen(f"{ns.prefix}unacked") == 0
+        assert ns.client.hlen(f"{ns.prefix}job:a:chunks") == 0
         assert "Connection" in log.read_text()  # the worker did see the outage
+        redriven = jobs.progress("a").redriven  # type: ignore[union-attr]
+        print(f"run {run}: {redriven} chunks of job a re-driven")
 
 
 def test_a_worker_whose_result_store_is_down_exits_with_a_clear_message(tmp_path: Path) -> None:
@@ -291,3 +284,31 @@ def test_a_worker_waits_for_a_broker_that_is_down_then_screens(tmp_path: Path) -
             raise
         finally:
             proc.stop()
+
+
+def test_a_lost_message_is_re_driven_by_the_workers_and_status_says_so(tmp_path: Path) -> None:
+    env = FAST | {
+        "ALKNET_QUEUE__PRODUCER__MESSAGE_DOCS": "10",
+        "ALKNET_QUEUE__WORKER__REDRIVE_AFTER_S": "2",
+    }
+    with namespace(**env) as ns:
+        settings = ns.settings()
+        jobs = JobBook(ResultStore.from_settings(settings.queue))
+        texts = write_corpus(tmp_path / "in.jsonl", 30, "r")
+        assert enqueue(settings, str(tmp_path / "in.jsonl"), "lost").messages == 3
+        # One message vanishes as in kombu#305: taken off the list, never recorded as
+        # unacked. The job's outbox still has its chunk.
+        assert ns.client.rpop(f"{ns.prefix}screen") is not None
+        with worker_process(ns, tmp_path / "worker.log"):
+            ns.wait_for(
+                lambda: jobs.progress("lost").finished,  # type: ignore[union-attr]
+                30,
+                "the job to finish without anyone sending again",
+            )
+        assert_exactly_one_verdict_each(ns, "lost", texts)
+        progress = jobs.progress("lost")
+        assert progress is not None and progress.redriven == 1
+        out = io.StringIO()
+        status.show(jobs, "lost", out=out)
+        assert "stalled, re-drove 1 lost messages (last 20" in out.getvalue()
+        assert ns.client.hlen(f"{ns.prefix}job:lost:chunks") == 0  # the outbox is empty

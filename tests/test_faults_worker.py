@@ -1,11 +1,12 @@
-"""Worker faults: a forward pass that hangs past its time limit, a document over the length
-limit sent through the queue. (SIGKILL mid-batch and a model that raises are covered in
-tests/test_queue_e2e.py.)
+"""Worker faults: a poison document that hangs its forward pass past the time limit or
+kills its worker outright, a document over the length limit sent through the queue.
+(SIGKILL mid-batch and a model that raises are covered in tests/test_queue_e2e.py.)
 
-The hang uses the fake model of queue_helpers with one change, made in the worker process
-through the worker's own seam (`worker.runtime.load_screener`): a batch that holds
-"HANG" never returns. Production code has no hook for it; the worker's watchdog
-(`[queue.worker].batch_time_limit_s`) is what is under test.
+The poison uses the fake model of queue_helpers with one change, made in the worker
+process through the worker's own seam (`WorkerApp(load_screener=...)`): a batch that
+holds "HANG" never returns, one that holds "CRASH" ends the process at once. Production
+code has no hook for either; the watchdog (`[queue.worker].batch_time_limit_s`), the
+split of a redelivered chunk and the delivery cap are what is under test.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from alknet_firewall.queue.jobs import JobBook
 from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.schema import Verdict
 from alknet_firewall.screening import Screener
-from producer.enqueue import enqueue
+from alknet_firewall_producer.enqueue import enqueue
+from alknet_firewall_worker.runtime import OVERRUN_EXIT_CODE
 from tests.queue_helpers import (
     ROOT,
+    SOURCE_PATH,
     FakeScreener,
     Namespace,
     WorkerProcess,
@@ -39,23 +42,28 @@ from tests.queue_helpers import (
     namespace,
     worker_process,
 )
-from worker.runtime import OVERRUN_EXIT_CODE
 
 pytestmark = pytest.mark.redis
 
 
+CRASH_EXIT_CODE = 77  # what a worker killed by the "CRASH" text exits with
+
+
 class HangingScreener(FakeScreener):
-    """The fake model, except that a forward pass holding "HANG" never ends."""
+    """The fake model, except that a forward pass holding "HANG" never ends and one
+    holding "CRASH" ends the process (as a segfault or an OOM kill would)."""
 
     def screen_batch(self, texts: Sequence[str]) -> list[Verdict]:
         if any("HANG" in t for t in texts):
             time.sleep(3600)
+        if any("CRASH" in t for t in texts):
+            os._exit(CRASH_EXIT_CODE)
         return super().screen_batch(texts)
 
 
 def hanging_worker_main() -> None:
     """Entry point of the worker process of the hang test."""
-    from worker.runtime import WorkerApp
+    from alknet_firewall_worker.runtime import WorkerApp
 
     def load_screener(settings: Settings) -> Screener:
         del settings
@@ -78,7 +86,7 @@ class HangingWorker(WorkerProcess):
             **os.environ,
             **ns.env,
             "ALKNET_QUEUE__WORKER__METRICS_PORT": str(self.metrics_port),
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), str(ROOT / "tests")]),
+            "PYTHONPATH": SOURCE_PATH,
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, *args],
@@ -97,20 +105,26 @@ def write_jsonl(path: Path, texts: list[str], prefix: str = "d") -> Path:
     return path
 
 
-def test_a_hung_forward_pass_ends_the_worker_and_every_document_still_gets_one_verdict(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("poison", "exit_code"), [("HANG", OVERRUN_EXIT_CODE), ("CRASH", CRASH_EXIT_CODE)]
+)
+def test_a_poison_document_is_cornered_by_splitting_and_every_document_gets_one_verdict(
+    tmp_path: Path, poison: str, exit_code: int
 ) -> None:
     # The watchdog fires 1 s into a forward pass; unacked messages come back 3 s later.
-    # After 2 deliveries that each hung, the document gets an error verdict.
+    # Chunks of 4: the poisoned chunk dies, is split (4 -> 2 -> 1) on each redelivery,
+    # and the lone poison document dies twice (max_deliveries 2) before it gets an error
+    # verdict: 4 deaths. Its chunk-mates all get their verdicts.
     limits = {
         "ALKNET_QUEUE__WORKER__BATCH_TIME_LIMIT_S": "1",
         "ALKNET_QUEUE__VISIBILITY_TIMEOUT_S": "3",
         "ALKNET_QUEUE__WORKER__MAX_DELIVERIES": "2",
         "ALKNET_QUEUE__WORKER__RETRY_BACKOFF_S": "0.1",
         "ALKNET_QUEUE__WORKER__RETRY_BACKOFF_MAX_S": "0.5",
+        "ALKNET_QUEUE__PRODUCER__MESSAGE_DOCS": "4",
     }
-    texts = [f"ordinary text {i}" for i in range(20)]
-    texts[5] = "this one will HANG the model"
+    texts = [f"ordinary text {i}" for i in range(12)]
+    texts[5] = f"this one will {poison} the model"
     source = write_jsonl(tmp_path / "in.jsonl", texts)
     log = tmp_path / "worker.log"
     with namespace(**limits) as ns:
@@ -121,7 +135,7 @@ def test_a_hung_forward_pass_ends_the_worker_and_every_document_still_gets_one_v
         worker = HangingWorker(ns, log, "--concurrency=8")
         try:
             # Play the orchestrator: restart the worker whenever it exits, until done.
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + 180  # each death: a restart, a timeout
             while not (p := jobs.progress("hang")) or not p.finished:
                 assert time.monotonic() < deadline, f"not finished; exits {exits}"
                 if worker.proc.poll() is not None:
@@ -134,10 +148,11 @@ def test_a_hung_forward_pass_ends_the_worker_and_every_document_still_gets_one_v
             raise
         finally:
             worker.stop()
-        assert exits.count(OVERRUN_EXIT_CODE) == 2, exits  # in a batch, then alone
-        assert "over the limit: exiting" in log.read_text()
+        assert exits == [exit_code] * 4, exits  # chunks of 4, 2, then twice alone
+        if poison == "HANG":
+            assert "over the limit: exiting" in log.read_text()
         rows = list(jobs.rows("hang"))
-        assert ns.client.hlen(f"{ns.prefix}job:hang:results") == 20
+        assert ns.client.hlen(f"{ns.prefix}job:hang:results") == 12
         assert all(row is not None for row in rows)
         hung = rows[5]
         assert hung is not None and hung["decision"] == "error"
@@ -145,7 +160,7 @@ def test_a_hung_forward_pass_ends_the_worker_and_every_document_still_gets_one_v
         for row, text in zip(rows[:5] + rows[6:], texts[:5] + texts[6:], strict=True):
             assert row is not None and row["decision"] == fake_verdict(text).decision.value
         progress = jobs.progress("hang")
-        assert progress is not None and (progress.done, progress.errors) == (20, 1)
+        assert progress is not None and (progress.done, progress.errors) == (12, 1)
 
 
 def test_a_document_over_max_chars_gets_an_error_verdict_and_its_batch_mates_are_screened(
@@ -180,9 +195,9 @@ def test_a_document_over_max_chars_gets_an_error_verdict_and_its_batch_mates_are
         assert progress is not None and (progress.done, progress.errors) == (8, 1)
 
 
-def test_on_a_hang_the_batcher_names_the_documents_that_never_reached_the_model() -> None:
-    """What the worker's overrun handler forgives: the queued documents, not the hung pass."""
-    from worker.batching import MicroBatcher
+def test_only_the_messages_in_a_forward_pass_are_counted_as_started() -> None:
+    """What makes a message a suspect: being in the pass that hung, not queued behind it."""
+    from alknet_firewall_worker.batching import MicroBatcher
 
     entered, release = threading.Event(), threading.Event()
 
@@ -192,36 +207,38 @@ def test_on_a_hang_the_batcher_names_the_documents_that_never_reached_the_model(
         return [fake_verdict(t) for t in texts]
 
     overruns: list[float] = []
+    started: list[list[object]] = []
     batcher = MicroBatcher(
         screen,
         token_budget=1000,
-        max_docs=8,
+        max_parcels=8,
         max_wait_s=0.0,
         time_limit_s=0.2,
         on_batch=lambda _stats: None,
         on_overrun=overruns.append,
+        on_start=started.append,
     )
     try:
-        hung = batcher.submit("first", 1, tag=("job", "hung"))
+        hung = batcher.submit(["first"], tag=("job", "hung"))
         assert entered.wait(10)
         for i in range(3):
-            batcher.submit(f"queued {i}", 1, tag=("job", f"q{i}"))
+            batcher.submit([f"queued {i}"], tag=("job", f"q{i}"))
         deadline = time.monotonic() + 10
         while not overruns:
             assert time.monotonic() < deadline, "the watchdog did not fire"
             time.sleep(0.02)
-        assert batcher.not_started() == [("job", "q0"), ("job", "q1"), ("job", "q2")]
+        assert started == [[("job", "hung")]]
     finally:
         release.set()
         batcher.close()
-    assert hung.result(timeout=10).decision == fake_verdict("first").decision
+    assert hung.result(timeout=10) == [fake_verdict("first")]
 
 
 def test_a_taken_metrics_port_costs_the_metrics_not_the_worker(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Two worker processes on one host with the default port: the second must still screen.
-    from worker import metrics
+    from alknet_firewall_worker import metrics
 
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))

@@ -16,7 +16,7 @@ from alknet_firewall.config import load_settings
 from alknet_firewall.firewall import Firewall
 from alknet_firewall.integrations.langchain import ScreeningTransformer
 from alknet_firewall.integrations.llamaindex import ScreeningTransform
-from producer.screener import QueueScreener, QueueTimeout
+from alknet_firewall_producer.screener import QueueScreener, QueueTimeout
 from tests.queue_helpers import Namespace, namespace, worker_process
 from tests.tiny import ATTACK_SENTENCES, BENIGN_SENTENCES, INJECTION
 

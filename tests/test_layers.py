@@ -19,8 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {
     "alknet_firewall": ROOT / "src" / "alknet_firewall",
-    "worker": ROOT / "worker",
-    "producer": ROOT / "producer",
+    "alknet_firewall_worker": ROOT / "worker" / "alknet_firewall_worker",
+    "alknet_firewall_producer": ROOT / "producer" / "alknet_firewall_producer",
 }
 
 # The detector path: text in, verdicts out. It knows nothing of queues or Redis.
@@ -52,13 +52,14 @@ SERVICE = tuple(
 INTEGRATIONS = "alknet_firewall.integrations"
 # The libraries the adapters adapt: optional extras, never needed by `import alknet_firewall`.
 FRAMEWORKS = ("llamafirewall", "agents", "nemoguardrails", "langchain_core", "llama_index")
+WORKER, PRODUCER = "alknet_firewall_worker", "alknet_firewall_producer"
 
 # (importer prefix, forbidden prefixes, why)
 RULES: list[tuple[str, tuple[str, ...], str]] = [
-    ("alknet_firewall", ("worker", "producer"), "the library is below the queue side"),
-    ("worker", ("producer",), "worker and producer share only alknet_firewall.queue"),
-    ("producer", ("worker",), "worker and producer share only alknet_firewall.queue"),
-    ("producer", ("torch", *DETECTOR), "the producer installs and runs without torch"),
+    ("alknet_firewall", (WORKER, PRODUCER), "the library is below the queue side"),
+    (WORKER, (PRODUCER,), "worker and producer share only alknet_firewall.queue"),
+    (PRODUCER, (WORKER,), "worker and producer share only alknet_firewall.queue"),
+    (PRODUCER, ("torch", *DETECTOR), "the producer installs and runs without torch"),
     ("alknet_firewall.queue", ("torch", *DETECTOR), "the producer imports the contract"),
     *((module, QUEUE_LIBRARIES, "the detector knows nothing of queues") for module in DETECTOR),
     *(
@@ -130,29 +131,36 @@ def test_imports_point_down() -> None:
 
 def test_every_package_was_read() -> None:
     names = {module for module, _ in project_modules()}
-    assert {"alknet_firewall.cli", "alknet_firewall.queue.keys", "worker.tasks"} <= names
-    assert {"producer.enqueue", "alknet_firewall.firewall"} <= names
+    assert {
+        "alknet_firewall.cli",
+        "alknet_firewall.queue.keys",
+        "alknet_firewall_worker.tasks",
+    } <= names
+    assert {"alknet_firewall_producer.enqueue", "alknet_firewall.firewall"} <= names
 
 
 @pytest.mark.parametrize(
     ("module", "source"),
     [
-        ("alknet_firewall.rows", "from worker.tasks import screen"),
-        ("alknet_firewall.cli", "def f():\n    import producer.cli\n"),
-        ("producer.enqueue", "from worker import runtime"),
-        ("worker.runtime", "import producer"),
-        ("producer.export", "from alknet_firewall.firewall import Firewall"),
+        ("alknet_firewall.rows", "from alknet_firewall_worker.tasks import screen"),
+        ("alknet_firewall.cli", "def f():\n    import alknet_firewall_producer.cli\n"),
+        ("alknet_firewall_producer.enqueue", "from alknet_firewall_worker import runtime"),
+        ("alknet_firewall_worker.runtime", "import alknet_firewall_producer"),
+        ("alknet_firewall_producer.export", "from alknet_firewall.firewall import Firewall"),
         ("alknet_firewall.queue.store", "import torch"),
         ("alknet_firewall.firewall", "from alknet_firewall.queue.keys import Keys"),
         ("alknet_firewall.scoring", "import redis"),
-        ("worker.tasks", "from alknet_firewall import cli"),
+        ("alknet_firewall_worker.tasks", "from alknet_firewall import cli"),
         ("alknet_firewall.screening", "from alknet_firewall.queue.store import ResultStore"),
         ("alknet_firewall.rows", "from alknet_firewall.firewall import Firewall"),
         ("alknet_firewall.firewall", "from alknet_firewall.integrations.nemo import register"),
-        ("producer.screener", "from alknet_firewall.integrations.langchain import X"),
+        ("alknet_firewall_producer.screener", "from alknet_firewall.integrations.langchain import X"),
         ("alknet_firewall.screening", "import langchain_core"),
-        ("worker.runtime", "from agents import Agent"),
-        ("alknet_firewall.integrations.langchain", "from producer.screener import Q"),
+        ("alknet_firewall_worker.runtime", "from agents import Agent"),
+        (
+            "alknet_firewall.integrations.langchain",
+            "from alknet_firewall_producer.screener import Q",
+        ),
         ("alknet_firewall.integrations.nemo", "import redis"),
     ],
 )
@@ -161,8 +169,12 @@ def test_the_check_catches_an_upward_import(module: str, source: str) -> None:
 
 
 def test_downward_imports_pass() -> None:
-    assert not violations("worker.tasks", "from alknet_firewall.queue.message import TASK_NAME")
-    assert not violations("producer.enqueue", "from alknet_firewall.sources import read_records")
+    assert not violations(
+        "alknet_firewall_worker.tasks", "from alknet_firewall.queue.message import TASK_NAME"
+    )
+    assert not violations(
+        "alknet_firewall_producer.enqueue", "from alknet_firewall.sources import read_records"
+    )
     assert not violations("alknet_firewall.cli", "from alknet_firewall.firewall import Firewall")
     assert not violations(
         "alknet_firewall.integrations.nemo", "from alknet_firewall.integrations import sift"

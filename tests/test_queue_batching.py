@@ -6,19 +6,17 @@ import threading
 import time
 from collections.abc import Sequence
 
-import pytest
-
 from alknet_firewall.errors import ScreeningError
 from alknet_firewall.schema import Verdict
+from alknet_firewall_worker.batching import BatchStats, MicroBatcher
 from tests.queue_helpers import FakeScreener, fake_verdict
-from worker.batching import BatchStats, MicroBatcher
 
 
 def make_batcher(
     screen: FakeScreener,
     *,
     budget: int = 1000,
-    max_docs: int = 100,
+    max_parcels: int = 100,
     max_wait_s: float = 0.2,
     time_limit_s: float = 30.0,
     on_overrun: object = None,
@@ -27,7 +25,7 @@ def make_batcher(
     batcher = MicroBatcher(
         screen.screen_batch,
         token_budget=budget,
-        max_docs=max_docs,
+        max_parcels=max_parcels,
         max_wait_s=max_wait_s,
         time_limit_s=time_limit_s,
         on_batch=stats.append,
@@ -36,43 +34,52 @@ def make_batcher(
     return batcher, stats
 
 
-def test_a_lone_document_comes_back_within_the_max_wait() -> None:
+def chars(tokens: int) -> str:
+    """A text the batcher counts as `tokens` tokens (four characters each)."""
+    return "abcd" * tokens
+
+
+def test_a_lone_message_comes_back_within_the_max_wait() -> None:
     batcher, stats = make_batcher(FakeScreener(), max_wait_s=0.2)
     started = time.monotonic()
-    verdict = batcher.submit("hello there", 2).result(timeout=5)
+    verdicts = batcher.submit(["hello there", "and again"]).result(timeout=5)
     elapsed = time.monotonic() - started
     batcher.close()
-    assert verdict == fake_verdict("hello there")
+    assert verdicts == [fake_verdict("hello there"), fake_verdict("and again")]
     assert 0.15 <= elapsed < 1.0
-    assert [s.size for s in stats] == [1]
+    assert [s.size for s in stats] == [2]
 
 
-def test_documents_arriving_together_share_a_forward_pass() -> None:
+def test_messages_arriving_together_share_a_forward_pass() -> None:
     screener = FakeScreener()
     batcher, _ = make_batcher(screener, max_wait_s=0.3)
-    futures = [batcher.submit(f"text number {i}", 3) for i in range(10)]
-    verdicts = [f.result(timeout=5) for f in futures]
+    futures = [batcher.submit([f"text number {i}", f"more {i}"]) for i in range(10)]
+    results = [f.result(timeout=5) for f in futures]
     batcher.close()
-    assert verdicts == [fake_verdict(f"text number {i}") for i in range(10)]
-    assert screener.batches == [10]
+    assert results == [
+        [fake_verdict(f"text number {i}"), fake_verdict(f"more {i}")] for i in range(10)
+    ]
+    assert screener.batches == [20]
 
 
-def test_the_token_budget_cuts_batches() -> None:
+def test_the_token_budget_cuts_batches_between_messages_never_inside_one() -> None:
     screener = FakeScreener()
     batcher, stats = make_batcher(screener, budget=10, max_wait_s=0.3)
-    futures = [batcher.submit(f"doc {i}", 4) for i in range(5)]  # 4 tokens each
+    futures = [batcher.submit([chars(2), chars(2)]) for _ in range(5)]  # 4 tokens each
     for f in futures:
         f.result(timeout=5)
+    big = batcher.submit([chars(8), chars(8)])  # 16 tokens: over the budget, alone
+    assert len(big.result(timeout=5)) == 2
     batcher.close()
-    assert screener.batches == [2, 2, 1]
-    assert all(s.tokens <= 10 for s in stats)
+    assert screener.batches == [4, 4, 2, 2]
+    assert all(s.tokens <= 10 for s in stats[:3])
 
 
 def test_a_batch_closes_without_waiting_once_every_thread_is_in_it() -> None:
     screener = FakeScreener()
-    batcher, _ = make_batcher(screener, max_docs=4, max_wait_s=5.0)
+    batcher, _ = make_batcher(screener, max_parcels=4, max_wait_s=5.0)
     started = time.monotonic()
-    futures = [batcher.submit(f"doc {i}", 1) for i in range(4)]
+    futures = [batcher.submit([f"doc {i}"]) for i in range(4)]
     for f in futures:
         f.result(timeout=5)
     batcher.close()
@@ -80,42 +87,33 @@ def test_a_batch_closes_without_waiting_once_every_thread_is_in_it() -> None:
     assert time.monotonic() - started < 1.0
 
 
-def test_a_document_over_the_budget_runs_alone() -> None:
-    screener = FakeScreener()
-    batcher, _ = make_batcher(screener, budget=10, max_wait_s=0.3)
-    futures = [batcher.submit("small", 2), batcher.submit("huge", 50), batcher.submit("s", 2)]
-    for f in futures:
-        f.result(timeout=5)
-    batcher.close()
-    assert screener.batches == [1, 1, 1]
-
-
 def test_a_failing_document_does_not_fail_its_batch() -> None:
     screener = FakeScreener()
     batcher, stats = make_batcher(screener, max_wait_s=0.3)
-    texts = ["fine one", "a POISON pill", "fine two"]
-    futures = [batcher.submit(t, 2) for t in texts]
-    assert futures[0].result(timeout=5) == fake_verdict("fine one")
-    assert futures[2].result(timeout=5) == fake_verdict("fine two")
-    with pytest.raises(ScreeningError, match="model error: RuntimeError: the fake model chokes"):
-        futures[1].result(timeout=5)
+    first = batcher.submit(["fine one", "a POISON pill"])
+    second = batcher.submit(["fine two"])
+    fine_one, poisoned = first.result(timeout=5)
+    assert fine_one == fake_verdict("fine one")
+    assert second.result(timeout=5) == [fake_verdict("fine two")]
+    assert isinstance(poisoned, ScreeningError)
+    assert "model error: RuntimeError: the fake model chokes" in str(poisoned)
     batcher.close()
     assert screener.batches == [3, 1, 2, 1, 1]  # the batch, then halves down to the culprit
     assert [s.ok for s in stats] == [False, True, False, False, True]
 
 
-def test_a_solo_document_never_shares_a_batch() -> None:
+def test_a_solo_message_never_shares_a_batch() -> None:
     screener = FakeScreener()
     batcher, _ = make_batcher(screener, max_wait_s=0.3)
     futures = [
-        batcher.submit("a", 1),
-        batcher.submit("suspect", 1, solo=True),
-        batcher.submit("b", 1),
+        batcher.submit(["a"]),
+        batcher.submit(["suspect", "and its mate"], solo=True),
+        batcher.submit(["b"]),
     ]
     for f in futures:
         f.result(timeout=5)
     batcher.close()
-    assert screener.batches == [1, 1, 1]
+    assert screener.batches == [1, 2, 1]
 
 
 def test_a_wrong_number_of_verdicts_is_a_model_error() -> None:
@@ -124,9 +122,8 @@ def test_a_wrong_number_of_verdicts_is_a_model_error() -> None:
             return super().screen_batch(texts)[:1]
 
     batcher, _ = make_batcher(Short(), max_wait_s=0.3)
-    futures = [batcher.submit("one", 1), batcher.submit("two", 1)]
-    for text, f in zip(["one", "two"], futures, strict=True):
-        assert f.result(timeout=5) == fake_verdict(text)  # isolated: one verdict each
+    verdicts = batcher.submit(["one", "two"]).result(timeout=5)
+    assert verdicts == [fake_verdict("one"), fake_verdict("two")]  # isolated: one each
     batcher.close()
 
 
@@ -138,6 +135,6 @@ def test_the_watchdog_reports_a_forward_pass_over_the_time_limit() -> None:
         time_limit_s=0.3,
         on_overrun=lambda seconds: overrun.set(),
     )
-    batcher.submit("slow", 1)
+    batcher.submit(["slow"])
     assert overrun.wait(timeout=3)
     batcher.close()

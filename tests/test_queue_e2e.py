@@ -27,8 +27,8 @@ from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.schema import Verdict
 from alknet_firewall.screening import Screener, ScreeningService
 from alknet_firewall.sources import read_records
-from producer import cli
-from producer.enqueue import enqueue
+from alknet_firewall_producer import cli
+from alknet_firewall_producer.enqueue import enqueue
 from tests.queue_helpers import FakeScreener, Namespace, namespace, worker_process
 
 pytestmark = pytest.mark.redis
@@ -114,7 +114,10 @@ def test_every_document_gets_exactly_one_verdict_equal_to_in_process(
         sizes = worker.metric("alknet_batch_documents_sum")
         batches = worker.metric("alknet_batch_documents_count")
         singles = worker.metric('alknet_batch_documents_bucket{le="1.0"}')
+        stored = worker.metric('alknet_messages_total{outcome="stored"}')
+        screened = worker.metric('alknet_documents_total{outcome="screened"}')
     assert sizes == 300 and batches < 300 and singles < batches  # some batch held > 1
+    assert stored == report.messages == 5 and screened == 300  # 300 documents, 64 a message
     rows = list(jobs.rows("main"))
     assert [r["id"] for r in rows if r] == [f"d{i}" for i in range(300)]
     assert_same_verdicts(rows, model.expected(texts))
@@ -157,9 +160,10 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     source, texts = corpus(tmp_path / "in.jsonl", 60)
     jobs = book(settings)
     log = tmp_path / "worker.log"
-    slow = worker_process(ns, log, "--concurrency=8", fake=model.fake, FAKE_DELAY_S="0.8")
+    slow = worker_process(ns, log, "--concurrency=2", fake=model.fake, FAKE_DELAY_S="0.8")
+    ns.env["ALKNET_QUEUE__PRODUCER__MESSAGE_DOCS"] = "4"
     with slow as first:
-        enqueue(settings, str(source), "kill")
+        enqueue(ns.settings(), str(source), "kill")
         ns.wait_for(lambda: jobs.progress("kill").done >= 8, 30, "a first batch")  # type: ignore[union-attr]
         time.sleep(0.3)  # the next batch is in its forward pass
         first.kill(signal.SIGKILL)
@@ -199,6 +203,24 @@ def test_a_pickled_message_is_rejected_unread(ns: Namespace, tmp_path: Path) -> 
         "d0"
     ]
     assert "ContentDisallowed" in (tmp_path / "worker.log").read_text()
+
+
+def test_a_one_document_message_of_an_older_producer_is_still_screened(
+    ns: Namespace, model: Model, tmp_path: Path
+) -> None:
+    settings = ns.settings()
+    text = "The library opens at nine."
+    with worker_process(ns, tmp_path / "worker.log", fake=model.fake):
+        create_app(settings).send_task(
+            TASK_NAME,
+            kwargs={"job": "old", "doc_id": "x", "text": text, "meta": {"lang": "en"}},
+            queue=settings.queue.queue,
+        )
+        results = f"{ns.prefix}job:old:results"
+        ns.wait_for(lambda: ns.client.hlen(results) == 1, 30, "the old message's row")
+    (row,) = [json.loads(raw) for raw in ns.client.hvals(results)]
+    assert (row["id"], row["lang"]) == ("x", "en")
+    assert row["decision"] == model.expected([text])[0].decision.value
 
 
 def test_a_document_the_model_fails_on_gets_an_error_verdict_and_spares_its_batch(
@@ -263,3 +285,52 @@ def _without_scores(row: dict[str, Any]) -> dict[str, Any]:
     """A row without its float noise (batch-mates move scores by one rounding step)."""
     alarms = [{k: v for k, v in a.items() if k != "strength"} for a in row["alarms"]]
     return {k: v for k, v in row.items() if k != "score"} | {"alarms": alarms}
+
+
+def test_with_the_shipped_settings_a_killed_workers_chunks_are_stored_within_two_minutes(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL mid-chunk (an OOM kill, a lost node), a replacement started at once, and
+    nothing shortened: heartbeats stop, the messages come back after the visibility
+    timeout, are split and screened."""
+    with namespace() as ns:  # the shipped [queue] settings, only Redis and prefix changed
+        settings = ns.settings()
+        source, texts = corpus(tmp_path / "in.jsonl", 300)  # 5 messages of up to 64
+        jobs = book(settings)
+        log = tmp_path / "worker.log"
+        with worker_process(ns, log, FAKE_DELAY_S="3") as first:
+            enqueue(settings, str(source), "oom")
+            deliveries = f"{ns.prefix}job:oom:deliveries"
+            ns.wait_for(lambda: ns.client.hlen(deliveries) > 0, 30, "a forward pass")
+            first.kill(signal.SIGKILL)
+            killed = time.monotonic()
+        assert jobs.progress("oom").done == 0  # type: ignore[union-attr]
+        with worker_process(ns, log):
+            wait_finished(ns, jobs, "oom", timeout_s=150)
+            recovered_s = time.monotonic() - killed
+        print(f"every row stored {recovered_s:.1f} s after the kill")
+        assert recovered_s < 120
+        assert ns.client.hlen(f"{ns.prefix}job:oom:results") == 300
+        rows = list(jobs.rows("oom"))
+        assert [r["decision"] for r in rows if r] == [
+            FakeScreener().screen_batch([t])[0].decision.value for t in texts
+        ]
+        assert ns.client.hlen(f"{ns.prefix}unacked") == 0
+
+
+def test_a_live_worker_keeps_a_message_it_holds_longer_than_the_visibility_timeout(
+    tmp_path: Path,
+) -> None:
+    """Heartbeats: a forward pass of 8 s under a 3 s visibility timeout is not taken for a
+    dead worker's message (it would come back, be split, and count as a split)."""
+    with namespace(ALKNET_QUEUE__VISIBILITY_TIMEOUT_S="3") as ns:
+        settings = ns.settings()
+        source, _ = corpus(tmp_path / "in.jsonl", 10)
+        jobs = book(settings)
+        with worker_process(ns, tmp_path / "worker.log", FAKE_DELAY_S="8") as worker:
+            enqueue(settings, str(source), "long")
+            wait_finished(ns, jobs, "long", timeout_s=60)
+            split = worker.metric('alknet_messages_total{outcome="split"}')
+            stored = worker.metric('alknet_messages_total{outcome="stored"}')
+        assert (split, stored) == (0, 1)
+        assert ns.client.hlen(f"{ns.prefix}unacked") == 0

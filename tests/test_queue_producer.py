@@ -16,9 +16,9 @@ import pytest
 from alknet_firewall.errors import QueueUnavailable
 from alknet_firewall.queue.jobs import JobBook
 from alknet_firewall.queue.store import ResultStore
-from producer import cli
-from producer.enqueue import enqueue
-from tests.queue_helpers import ROOT, Namespace, namespace
+from alknet_firewall_producer import cli
+from alknet_firewall_producer.enqueue import enqueue
+from tests.queue_helpers import ROOT, SOURCE_PATH, Namespace, namespace
 
 
 @pytest.fixture
@@ -35,21 +35,30 @@ def write_jsonl(path: Path, n: int, **extra: object) -> Path:
 
 def test_the_producer_never_imports_torch() -> None:
     code = (
-        "import sys, producer.cli, producer.enqueue, producer.status, producer.export, "
-        "alknet_firewall.queue.app, alknet_firewall.queue.jobs, worker.celery; "
+        "import sys, alknet_firewall_producer.cli, alknet_firewall_producer.enqueue, "
+        "alknet_firewall_producer.status, alknet_firewall_producer.export, "
+        "alknet_firewall.queue.app, alknet_firewall.queue.jobs, alknet_firewall_worker.celery; "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch!'"
     )
-    env = {"PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": SOURCE_PATH, "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
 
 
 @pytest.mark.redis
-def test_enqueue_sends_one_json_message_per_document(ns: Namespace, tmp_path: Path) -> None:
+def test_enqueue_sends_json_messages_of_bounded_chunks_and_keeps_them_in_the_outbox(
+    ns: Namespace, tmp_path: Path
+) -> None:
+    ns.env["ALKNET_QUEUE__PRODUCER__MESSAGE_DOCS"] = "10"
     report = enqueue(ns.settings(), str(write_jsonl(tmp_path / "in.jsonl", 25)), "j1")
     assert (report.read, report.sent, report.skipped, report.read_errors) == (25, 25, 0, 0)
+    assert report.messages == 3
     messages = ns.client.lrange(f"{ns.prefix}screen", 0, -1)
-    assert len(messages) == 25
+    assert len(messages) == 3
     assert {json.loads(m)["content-type"] for m in messages} == {"application/json"}
+    outbox = [json.loads(c) for c in ns.client.hvals(f"{ns.prefix}job:j1:chunks")]
+    assert sorted(len(c["docs"]) for c in outbox) == [5, 10, 10]
+    assert sorted(d["id"] for c in outbox for d in c["docs"]) == sorted(f"d{i}" for i in range(25))
+    assert ns.client.zrange(f"{ns.prefix}jobs", 0, -1) == ["j1"]
     progress = JobBook(ResultStore.from_settings(ns.settings().queue)).progress("j1")
     assert progress is not None
     assert (progress.total, progress.done, progress.pending, progress.enqueue_finished) == (
@@ -82,6 +91,7 @@ def test_backpressure_holds_the_producer_until_the_queue_shrinks(
 ) -> None:
     ns.env["ALKNET_QUEUE__PRODUCER__MAX_QUEUE_LENGTH"] = "20"
     ns.env["ALKNET_QUEUE__PRODUCER__CHUNK_SIZE"] = "10"
+    ns.env["ALKNET_QUEUE__PRODUCER__MESSAGE_DOCS"] = "1"
     ns.env["ALKNET_QUEUE__PRODUCER__BACKPRESSURE_POLL_S"] = "0.05"
     settings = ns.settings()
     source = str(write_jsonl(tmp_path / "in.jsonl", 100))

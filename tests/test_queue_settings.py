@@ -22,9 +22,15 @@ def test_the_documented_queue_table_holds_the_defaults() -> None:
     assert QueueSettings(**data["queue"]) == QueueSettings()
 
 
-def test_the_visibility_timeout_must_outlast_two_batches() -> None:
-    with pytest.raises(ValidationError, match="visibility_timeout_s"):
-        QueueSettings(visibility_timeout_s=100, worker={"batch_time_limit_s": 60})
+def test_a_dead_worker_is_noticed_within_two_minutes_and_a_live_one_beats_often_enough() -> None:
+    shipped = QueueSettings()
+    sweep = transport_options(shipped)["unacked_restore_interval"]
+    # A dead worker's messages are due after the visibility timeout, put back by the next
+    # sweep; a live worker refreshes them several times within that timeout.
+    assert shipped.visibility_timeout_s + sweep < 120
+    assert shipped.visibility_timeout_s / shipped.heartbeat_s >= 4
+    # A lost message is re-driven after redrive_after_s plus at most one sweep interval.
+    assert shipped.worker.redrive_after_s * 1.25 <= 150
 
 
 def test_unknown_keys_are_errors() -> None:
@@ -33,11 +39,7 @@ def test_unknown_keys_are_errors() -> None:
 
 
 def test_kombu_sweeps_for_lost_messages_soon_after_they_are_due() -> None:
-    options = transport_options(
-        QueueSettings(
-            visibility_timeout_s=8, worker={"batch_time_limit_s": 1, "retry_backoff_max_s": 1}
-        )
-    )
+    options = transport_options(QueueSettings(visibility_timeout_s=8))
     assert options["visibility_timeout"] == 8
     assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] <= 1
     assert options["global_keyprefix"] == "alknet:"

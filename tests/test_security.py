@@ -152,7 +152,7 @@ def test_a_wrong_password_is_a_clear_quick_error_that_does_not_print_it(
 
 def test_an_unreachable_broker_message_masks_the_password(tmp_path: Path) -> None:
     from alknet_firewall.errors import QueueUnavailable
-    from producer.enqueue import enqueue
+    from alknet_firewall_producer.enqueue import enqueue
 
     ns = Namespace(
         ALKNET_QUEUE__PRODUCER__CONNECT_RETRIES="1",

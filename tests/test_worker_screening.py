@@ -1,23 +1,30 @@
-"""A worker's per-delivery logic on the in-memory store: no Redis, no subprocess, milliseconds."""
+"""A worker's per-chunk logic on the in-memory store: no Redis, no subprocess, milliseconds."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
-from alknet_firewall.errors import ScreeningError
 from alknet_firewall.queue.keys import JobField, result_field
 from alknet_firewall.queue.memory import MemoryStore
+from alknet_firewall.queue.message import ScreenChunk, pack
 from alknet_firewall.queue.settings import WorkerSettings
 from alknet_firewall.rows import result_row
 from alknet_firewall.schema import Document, Verdict
-from tests.queue_helpers import FakeScreener, fake_verdict
-from worker.batching import MicroBatcher
-from worker.screening import Outcome, Screening
+from alknet_firewall_worker.batching import MicroBatcher
+from alknet_firewall_worker.screening import Outcome, Screening
+from tests.queue_helpers import FakeScreener, Sent, fake_verdict
 
-DOC = Document(id="d1", text="a plain sentence", meta={"lang": "en"})
-FIELD = result_field(DOC.id, DOC.digest)
+DOCS = [Document(id=f"d{i}", text=f"a plain sentence {i}", meta={"n": i}) for i in range(4)]
+
+
+def field(doc: Document) -> str:
+    return result_field(doc.id, doc.digest)
+
+
+def chunk_of(docs: list[Document], job: str = "j", chunk_id: str = "c") -> ScreenChunk:
+    return ScreenChunk(job=job, id=chunk_id, docs=docs)
 
 
 @pytest.fixture
@@ -31,74 +38,137 @@ def store() -> MemoryStore:
 
 
 @pytest.fixture
-def screening(screener: FakeScreener, store: MemoryStore) -> Iterator[Screening]:
+def sent() -> Sent:
+    return Sent()
+
+
+@pytest.fixture
+def screening(screener: FakeScreener, store: MemoryStore, sent: Sent) -> Iterator[Screening]:
+    yield from make_screening(screener, store, sent)
+
+
+def make_screening(screener: FakeScreener, store: MemoryStore, sent: Sent) -> Iterator[Screening]:
     batcher = MicroBatcher(
         screener.screen_batch,
         token_budget=1000,
-        max_docs=4,
+        max_parcels=4,
         max_wait_s=0.0,
         time_limit_s=60,
         on_batch=lambda _stats: None,
         on_overrun=lambda _seconds: None,
+        on_start=lambda tags: store.count_starts([t for t in tags if isinstance(t, tuple)]),
     )
-    limits = WorkerSettings(max_deliveries=2, store_retries=0)
-    yield Screening(store, screener, batcher, limits)
+    limits = WorkerSettings(max_deliveries=2, store_retries=0, retry_backoff_s=0.01)
+    yield Screening(store, screener, batcher, limits, resend=sent)
     batcher.close()
 
 
-def test_a_document_is_screened_stored_and_cached(screening: Screening, store: MemoryStore) -> None:
-    assert screening.handle("j", DOC, may_retry=True) is Outcome.SCREENED
-    assert store.rows[("j", FIELD)] == result_row(DOC.id, DOC.meta, fake_verdict(DOC.text))
-    assert store.cached_verdict(FakeScreener.codebook_version, DOC.digest) is not None
-    assert store.counters["j"][JobField.DONE] == 1 and ("j", FIELD) not in store.deliveries
+def test_a_chunk_is_screened_in_one_pass_stored_and_cached(
+    screening: Screening, store: MemoryStore, screener: FakeScreener
+) -> None:
+    store.add_chunks("j", [chunk_of(DOCS)])
+    report = screening.handle(chunk_of(DOCS))
+    assert report.outcomes[Outcome.SCREENED] == 4 and not report.split
+    assert screener.batches == [4]
+    for doc in DOCS:
+        assert store.rows[("j", field(doc))] == result_row(doc.id, doc.meta, fake_verdict(doc.text))
+        assert store.cached_verdict(FakeScreener.codebook_version, doc.digest) is not None
+    assert store.counters["j"][JobField.DONE] == 4
+    assert store.chunks == {} and store.deliveries == {}  # off the outbox once stored
 
 
-def test_a_redelivery_after_the_row_is_a_duplicate(
+def test_a_redelivery_after_the_rows_only_clears_the_chunk(
     screening: Screening, screener: FakeScreener
 ) -> None:
-    screening.handle("j", DOC, may_retry=True)
-    assert screening.handle("j", DOC, may_retry=True) is Outcome.DUPLICATE
-    assert screener.batches == [1]
+    screening.handle(chunk_of(DOCS))
+    report = screening.handle(chunk_of(DOCS))
+    assert report.outcomes == {Outcome.DUPLICATE: 4} and not report.split
+    assert screener.batches == [4]
 
 
-def test_another_job_gets_the_cached_verdict_without_the_model(
+def test_another_job_gets_cached_verdicts_without_the_model(
     screening: Screening, screener: FakeScreener, store: MemoryStore
 ) -> None:
-    screening.handle("j", DOC, may_retry=True)
-    assert screening.handle("k", DOC, may_retry=True) is Outcome.CACHED
-    assert screener.batches == [1]
-    assert store.rows[("k", FIELD)] == store.rows[("j", FIELD)]
+    screening.handle(chunk_of(DOCS[:2]))
+    report = screening.handle(chunk_of(DOCS, job="k"))
+    assert report.outcomes == {Outcome.CACHED: 2, Outcome.SCREENED: 2, Outcome.DUPLICATE: 0}
+    assert screener.batches == [2, 2]  # only the two not cached
+    assert store.rows[("k", field(DOCS[0]))] == store.rows[("j", field(DOCS[0]))]
 
 
-def test_too_many_deliveries_give_an_error_row_not_a_loop(
+def test_a_chunk_delivered_before_is_split_into_suspect_halves_of_its_unfinished_documents(
+    screening: Screening, store: MemoryStore, sent: Sent, screener: FakeScreener
+) -> None:
+    five = [*DOCS, Document(id="d4", text="one more")]
+    screening.handle(chunk_of(five[:1], chunk_id="other"))  # d0 has its row already
+    store.add_chunks("j", [chunk_of(five)])
+    store.count_starts([("j", "c")])  # a forward pass whose worker died
+    report = screening.handle(chunk_of(five))
+    assert report.split and screener.batches == [1]  # nothing screened
+    assert [[d.id for d in c.docs] for c in sent.chunks] == [["d1", "d2"], ["d3", "d4"]]
+    assert [c.id for c in sent.chunks] == ["c.0", "c.1"] and all(c.suspect for c in sent.chunks)
+    assert set(store.chunks) == {("j", "c.0"), ("j", "c.1")}  # the halves replace it
+    assert ("j", "c") not in store.deliveries
+
+
+def test_a_suspect_half_runs_alone_and_a_single_document_is_never_split(
+    screening: Screening, store: MemoryStore, sent: Sent, screener: FakeScreener
+) -> None:
+    (half, _) = chunk_of(DOCS).halves(DOCS)
+    assert screening.handle(half).outcomes[Outcome.SCREENED] == 2
+    single = chunk_of(DOCS[3:], chunk_id="s")
+    store.count_starts([("j", "s")])
+    report = screening.handle(single)  # second delivery, but nothing left to split
+    assert not report.split and report.outcomes[Outcome.SCREENED] == 1
+    assert sent.chunks == []
+
+
+def test_a_single_document_delivered_too_often_gets_an_error_row_not_a_loop(
     screening: Screening, screener: FakeScreener, store: MemoryStore
 ) -> None:
-    for _ in range(2):  # two deliveries whose worker died before storing anything
-        store.begin("j", FIELD)
-    assert screening.handle("j", DOC, may_retry=True) is Outcome.GAVE_UP
-    row = store.rows[("j", FIELD)]
+    single = chunk_of(DOCS[:1])
+    for _ in range(2):  # two forward passes whose worker died
+        store.count_starts([("j", "c")])
+    assert screening.handle(single).outcomes[Outcome.GAVE_UP] == 1
+    row = store.rows[("j", field(DOCS[0]))]
     assert row["decision"] == "error" and row["error"].startswith("gave up after 2 deliveries")
     assert screener.batches == [] and store.counters["j"][JobField.ERRORS] == 1
 
 
-def test_a_forgiven_delivery_does_not_count(screening: Screening, store: MemoryStore) -> None:
-    for _ in range(2):
-        store.begin("j", FIELD)
-    store.forgive([("j", FIELD), ("j", FIELD)])
-    assert screening.handle("j", DOC, may_retry=True) is Outcome.SCREENED
+def test_a_chunk_counts_as_started_once_its_forward_pass_begins(
+    store: MemoryStore, sent: Sent
+) -> None:
+    seen: list[int] = []
+
+    class Watching(FakeScreener):
+        def screen_batch(self, texts: Sequence[str]) -> list[Verdict]:
+            seen.append(store.deliveries[("j", "c")])
+            return super().screen_batch(texts)
+
+    for screening in make_screening(Watching(), store, sent):
+        screening.handle(chunk_of(DOCS))
+    assert seen == [1]  # counted before the model ran: a crash there counts against it
+    assert ("j", "c") not in store.deliveries  # and forgotten once its rows are stored
 
 
-def test_a_model_error_is_retried_then_stored_and_never_cached(
-    screening: Screening, store: MemoryStore
+def test_a_model_error_is_retried_then_stored_never_cached_and_spares_its_chunk_mates(
+    screening: Screening, store: MemoryStore, screener: FakeScreener
 ) -> None:
     poison = Document(id="p", text="a POISON pill")
-    with pytest.raises(ScreeningError, match="model error"):
-        screening.handle("j", poison, may_retry=True)
-    assert store.rows == {}
-    assert screening.handle("j", poison, may_retry=False) is Outcome.ERROR
-    (row,) = store.rows.values()
+    report = screening.handle(chunk_of([DOCS[0], poison, DOCS[1]]))
+    assert report.outcomes == {Outcome.SCREENED: 2, Outcome.ERROR: 1, Outcome.DUPLICATE: 0}
+    row = store.rows[("j", field(poison))]
     assert row["decision"] == "error" and "POISON" in row["error"]
-    assert store.cache == {}
+    assert (FakeScreener.codebook_version, poison.digest) not in store.cache
+    # the batch, its halves down to the culprit, then model_retries (2) tries alone
+    assert screener.batches == [3, 1, 2, 1, 1, 1, 1]
+
+
+def test_pack_bounds_messages_by_count_and_characters() -> None:
+    docs = [Document(id=str(i), text="x" * n) for i, n in enumerate([10, 10, 10, 50, 10, 200])]
+    chunks = list(pack("j", docs, max_docs=2, max_chars=60))
+    assert [[d.id for d in c.docs] for c in chunks] == [["0", "1"], ["2", "3"], ["4"], ["5"]]
+    assert len({c.id for c in chunks}) == 4 and all(c.job == "j" for c in chunks)
 
 
 @pytest.mark.redis
@@ -106,27 +176,26 @@ def test_the_memory_store_answers_like_the_redis_store() -> None:
     from alknet_firewall.queue.store import ResultStore
     from tests.queue_helpers import namespace
 
-    verdict = fake_verdict(DOC.text)
+    verdict = fake_verdict(DOCS[0].text)
     failed = Verdict.failed("bad", verdict.codebook_version)
+    version = verdict.codebook_version
+    rows = [("f", {"id": "a"}), ("g", result_row("g", {}, failed))]
     answers = []
     with namespace() as ns:
         for store in (MemoryStore(), ResultStore.from_settings(ns.settings().queue)):
             answers.append(
                 [
-                    store.begin("j", "f"),
-                    store.begin("j", "f"),
-                    store.forgive([("j", "f")]),
-                    store.begin("j", "f"),
-                    store.put_row("j", "f", {"id": "a"}),
-                    store.put_row("j", "f", {"id": "b"}),
-                    store.begin("j", "f"),
-                    store.put_row("j", "g", result_row("g", {}, failed)),
-                    store.cache_verdict(DOC.digest, verdict),
-                    store.cache_verdict("other", failed),
-                    store.cached_verdict(verdict.codebook_version, DOC.digest),
-                    store.cached_verdict(verdict.codebook_version, "other"),
+                    store.begin_chunk("j", "c", ["f", "g"], version, [DOCS[0].digest, "x"]),
+                    store.count_starts([("j", "c"), ("j", "c")]),
+                    store.begin_chunk("j", "c", ["f"], version, []),
+                    store.finish_chunk("j", "c", rows, [(DOCS[0].digest, verdict), ("x", failed)]),
+                    store.finish_chunk("j", "c", [("f", {"id": "b"})], []),
+                    store.begin_chunk("j", "c", ["f", "g", "h"], version, [DOCS[0].digest, "x"]),
                 ]
             )
     memory, redis = answers
     assert memory == redis
-    assert memory[:2] == [(False, 1), (False, 2)] and memory[4:6] == [True, False]
+    assert [start.started for start in memory[0:3:2]] == [0, 2]
+    assert memory[3:5] == [2, 0]
+    assert memory[5].started == 0  # forgotten once the chunk was finished
+    assert memory[5].done == [True, True, False] and memory[5].cached == [verdict, None]

@@ -216,20 +216,20 @@ def run_build(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from alknet_firewall.build import evaluate_codebook
     from alknet_firewall.codebook import Codebook
-    from alknet_firewall.codebook_settings import fitted_settings
     from alknet_firewall.corpus import corpus_files, load_rows
-    from alknet_firewall.firewall import load_codebook
-    from alknet_firewall.model import TransformersDetector
+    from alknet_firewall.firewall import Firewall
 
     settings = _settings(args)
     wanted = _stems(args.files)
     files = corpus_files(Path(args.corpus), training_only=False)
     files = [path for path in files if not wanted or path.stem in wanted]
-    codebook = Codebook.load(Path(args.codebook)) if args.codebook else load_codebook(settings)
-    settings = fitted_settings(settings, codebook.meta)
-    rows = load_rows(files, per_file=args.per_file, seed=settings.codebook.seed)
-    model = TransformersDetector.from_settings(settings.model, framed=settings.windows.framed)
-    report = evaluate_codebook(codebook, model, rows, settings, progress=True)
+    # The same loading as `screen` and the worker: the codebook's settings win.
+    codebook = Codebook.load(Path(args.codebook)) if args.codebook else None
+    firewall = Firewall.from_settings(settings, codebook)
+    rows = load_rows(files, per_file=args.per_file, seed=firewall.settings.codebook.seed)
+    report = evaluate_codebook(
+        firewall.codebook, firewall.model, rows, firewall.settings, progress=True
+    )
     print(format_report(report))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -34,11 +34,17 @@ class Firewall:
         self.settings = fitted_settings(settings, codebook.meta)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> Firewall:
-        """Load the configured codebook, then the model as that codebook reads it
-        (converting the weights on first use)."""
+    def from_settings(
+        cls, settings: Settings | None = None, codebook: Codebook | None = None
+    ) -> Firewall:
+        """Load the configured codebook (or take `codebook`), then the model as that
+        codebook reads it (converting the weights on first use).
+
+        The one way screening, the worker and `codebook eval` get a model: each sees the
+        layers, windows, pooling and framing the codebook was fitted on.
+        """
         settings = settings or load_settings()
-        codebook = load_codebook(settings)
+        codebook = codebook or load_codebook(settings)
         settings = fitted_settings(settings, codebook.meta)
         model = TransformersDetector.from_settings(settings.model, framed=settings.windows.framed)
         return cls(model, codebook, settings)

@@ -2,7 +2,7 @@
 
 What every path does between reading a record and storing its row lives here: the
 `screen` command runs it in process with no cache; the producer and the worker use its
-parts around the queue (the worker's per-delivery steps are in `worker.screening`).
+parts around the queue (the worker's per-chunk steps are in `alknet_firewall_worker.screening`).
 
 - `Screener`: what the service needs of the model (`Firewall` is one).
 - `VerdictCache`: same text, same codebook, same verdict. `NullCache` in process; the
@@ -36,8 +36,6 @@ class Screener(Protocol):
     def codebook_version(self) -> str: ...
 
     def screen_batch(self, texts: Sequence[str]) -> list[Verdict]: ...
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
 
 
 class VerdictCache(Protocol):

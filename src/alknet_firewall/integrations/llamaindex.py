@@ -13,7 +13,7 @@ Placed after the splitter, it screens the chunks the index will hold, each in on
 (`alknet_decision`, `alknet_score`, ...; `alknet_quarantine=True` when marked), which
 is left out of the embedded text and of the text an LLM reads: the firewall's words
 must not move a chunk's vector or enter a prompt. Queued mode: pass
-`screener=producer.screener.QueueScreener()`.
+`screener=alknet_firewall_producer.screener.QueueScreener()`.
 """
 
 from __future__ import annotations

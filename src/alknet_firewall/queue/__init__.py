@@ -6,9 +6,12 @@ here imports torch. Modules, one idea each:
 
     settings  the [queue] table of config.toml (broker, results, worker, producer)
     keys      every Redis key name, job hash field and TTL
-    message   the task name and its typed message (`ScreenMessage`), task ids
+    message   the task names and the typed chunk message (`ScreenChunk`), packing
     broker    Kombu transport and TLS options, the queue-length probe
-    app       the Celery app both sides build from settings (JSON only, late acks)
-    store     the results backend: idempotent row writes, delivery counts, verdict cache
+    app       the Celery app both sides build from settings (JSON only, late acks);
+              sending chunks
+    store     the results backend: idempotent row writes, forward passes begun per
+              chunk, the jobs' outboxes, verdict cache
     jobs      a job's bookkeeping: documents in input order, counters, progress, rows
+    redrive   finding stalled jobs and sending their lost chunks again
 """

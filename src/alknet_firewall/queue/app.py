@@ -1,9 +1,9 @@
 """The Celery app, built from settings: JSON only, late acks, Redis transport options.
 
 Importing this module loads Celery and Kombu but never torch: the producer sends through
-the same app. The worker passes its task module in `include` (`worker.tasks`, with the
-model, batcher and task body); this module names no worker code, so the producer's
-app never loads it.
+the same app. The worker passes its task module in `include`
+(`alknet_firewall_worker.tasks`, with the model, batcher and task body); this module
+names no worker code, so the producer's app never loads it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from celery import Celery
 
 from alknet_firewall.config import Settings
 from alknet_firewall.queue.broker import ssl_options, transport_options
-from alknet_firewall.queue.message import TASK_NAME
+from alknet_firewall.queue.message import CHUNK_TASK_NAME, TASK_NAME, ScreenChunk
 
 
 class FirewallApp(Celery):  # type: ignore[misc]  # Celery ships no type hints
@@ -44,12 +44,29 @@ class FirewallApp(Celery):  # type: ignore[misc]  # Celery ships no type hints
             # by hand with --pool prefork must still requeue rather than drop.
             task_reject_on_worker_lost=True,
             task_default_queue=queue.queue,
-            task_routes={TASK_NAME: {"queue": queue.queue}},
+            task_routes={name: {"queue": queue.queue} for name in (TASK_NAME, CHUNK_TASK_NAME)},
             worker_pool=queue.worker.pool,
             worker_concurrency=queue.worker.concurrency,
             worker_prefetch_multiplier=queue.worker.prefetch_multiplier,
             worker_send_task_events=queue.worker.task_events,
         )
+
+    def send_chunks(self, chunks: Sequence[ScreenChunk], *, retry: bool = True) -> None:
+        """Publish `chunks` in one pipeline (Kombu's publish batch): the producer's
+        messages, a split chunk's halves, a re-drive. `retry=False` leaves retrying to
+        the caller (the producer retries a whole chunk of input)."""
+        if not chunks:
+            return
+        with self.producer_or_acquire() as producer, producer.batch(max_size=len(chunks)):
+            for chunk in chunks:
+                self.send_task(
+                    CHUNK_TASK_NAME,
+                    kwargs=chunk.kwargs(),
+                    task_id=chunk.task_id,
+                    queue=self.settings.queue.queue,
+                    producer=producer,
+                    retry=retry,
+                )
 
 
 def create_app(settings: Settings, include: Sequence[str] = ()) -> FirewallApp:

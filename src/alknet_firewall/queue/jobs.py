@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from redis.typing import EncodableT, FieldT
 
 from alknet_firewall.queue.keys import PRODUCER_COUNTERS, JobField
@@ -34,6 +35,8 @@ class JobProgress:
     enqueue_finished: bool
     done_at_run_start: int
     last_done_at: float | None
+    redriven: int = 0  # chunks sent again because the job had stalled (queue.redrive)
+    redriven_at: float | None = None  # when that last happened
 
     @property
     def pending(self) -> int:
@@ -104,14 +107,19 @@ class JobBook:
             found.append(Lookup(done, cached))
         return found
 
-    def add_counts(self, job: str, deltas: Mapping[JobField, int]) -> None:
-        """Add to the job's producer counters (see PRODUCER_COUNTERS) and keep its keys alive."""
-        pipe = self.client.pipeline(transaction=False)
+    def add_counts(
+        self, job: str, deltas: Mapping[JobField, int], pipe: redis.client.Pipeline | None = None
+    ) -> None:
+        """Add to the job's producer counters (see PRODUCER_COUNTERS) and keep its keys
+        alive; queued on `pipe` when given, else sent at once."""
+        own = pipe is None
+        pipe = self.client.pipeline(transaction=False) if pipe is None else pipe
         for name, delta in deltas.items():
             if delta:
                 pipe.hincrby(self.keys.job_meta(job), name, delta)
         self._refresh_expiry(pipe, job)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def finish_run(self, job: str) -> None:
         """Mark the input as fully enqueued: the job is done once every row is stored."""
@@ -128,6 +136,7 @@ class JobBook:
         if not meta:
             return None
         last = meta.get(JobField.LAST_DONE_AT)
+        redriven_at = meta.get(JobField.REDRIVEN_AT)
         return JobProgress(
             job=job,
             total=int(total),
@@ -138,6 +147,8 @@ class JobBook:
             enqueue_finished=JobField.ENQUEUE_FINISHED_AT in meta,
             done_at_run_start=int(meta.get(JobField.DONE_AT_RUN_START, 0)),
             last_done_at=None if last is None else float(last),
+            redriven=int(meta.get(JobField.REDRIVEN, 0)),
+            redriven_at=None if redriven_at is None else float(redriven_at),
         )
 
     def rows(self, job: str, chunk: int = 1000) -> Iterator[dict[str, Any] | None]:

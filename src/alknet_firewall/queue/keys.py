@@ -9,13 +9,26 @@ Per job (expire `results.ttl_s` after the last write):
     job:{job}:meta        hash    counters and timestamps: the fields of `JobField`
     job:{job}:docs        zset    result field -> input position: the job's documents, in order
     job:{job}:results     hash    result field -> the output row (JSON), written once (HSETNX)
-    job:{job}:deliveries  hash    result field -> times a worker started on it (no DLQ in Redis)
+    job:{job}:deliveries  hash    chunk id -> forward passes begun on that chunk and never
+                                  finished (no DLQ in Redis). Until 2026-11 the field was a
+                                  document's result field, counting deliveries.
+    job:{job}:chunks      hash    chunk id -> the message (JSON) until all its rows are stored:
+                                  what a re-drive sends again when a message was lost
 Shared:
+    jobs                       zset    jobs with chunks outstanding -> when registered; the
+                                       re-drive sweep reads it and drops finished jobs
+    redrive-lock               string  held by the one worker sweeping for stalled jobs
     cache:{codebook}:{digest}  string  verdict JSON for that text under that codebook
                                        (expires `results.cache_ttl_s` after it was written)
     codebook                   string  codebook version the workers serve (no expiry: the
                                        last worker to start wins, and a stale value only
                                        costs the producer some cache misses)
+Kombu's, read or refreshed by us:
+    {queue}, {queue}\x06\x16{3,6,9}  lists  waiting messages (LLEN is the queue length)
+    unacked               hash    delivery tag -> message a worker holds, not yet acked
+    unacked_index         zset    delivery tag -> when it was delivered, or last refreshed by
+                                  the holder's heartbeat; older than the visibility timeout
+                                  means its worker is gone, and Kombu puts it back in the queue
 """
 
 from __future__ import annotations
@@ -38,6 +51,10 @@ class JobField(StrEnum):
     RUN_STARTED_AT = "run_started_at"  # when that run started (epoch seconds)
     DONE_AT_RUN_START = "done_at_run_start"  # rows stored before it: docs/s counts from here
     ENQUEUE_FINISHED_AT = "enqueue_finished_at"  # present once the input is fully sent
+    LAST_SENT_AT = "last_sent_at"  # the last message sent (enqueue, a split, a re-drive)
+    # Written by a re-drive: chunks sent again, and when it last happened.
+    REDRIVEN = "redriven"
+    REDRIVEN_AT = "redriven_at"
     # Added to by the producer, reset at each run:
     READ = "read"
     SENT = "sent"
@@ -109,13 +126,33 @@ class Keys:
     def job_deliveries(self, job: str) -> str:
         return f"{self.prefix}job:{job}:deliveries"
 
-    def job_keys(self, job: str) -> tuple[str, str, str, str]:
+    def job_chunks(self, job: str) -> str:
+        return f"{self.prefix}job:{job}:chunks"
+
+    def job_keys(self, job: str) -> tuple[str, ...]:
         return (
             self.job_meta(job),
             self.job_docs(job),
             self.job_results(job),
             self.job_deliveries(job),
+            self.job_chunks(job),
         )
+
+    @property
+    def jobs(self) -> str:
+        return f"{self.prefix}jobs"
+
+    @property
+    def redrive_lock(self) -> str:
+        return f"{self.prefix}redrive-lock"
+
+    @property
+    def unacked(self) -> str:
+        return f"{self.prefix}unacked"
+
+    @property
+    def unacked_index(self) -> str:
+        return f"{self.prefix}unacked_index"
 
     def cache(self, codebook_version: str, digest: str) -> str:
         return f"{self.prefix}cache:{codebook_version}:{digest}"

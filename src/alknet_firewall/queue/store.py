@@ -1,113 +1,189 @@
 """The results backend: one verdict row per (job, document id, content digest), in Redis.
 
-Written by workers (and by the producer, for cache hits and unreadable records). A row is
+Written by workers (and by the producer, for cache hits and unreadable records). Rows are
 written with HSETNX inside a Lua script that also bumps the job's counters, so a message
 delivered twice, or two workers racing on the same document, leave exactly one row and
 count it once. Verdicts are also cached by content digest + codebook version, shared by
 all jobs: same text, same codebook, same verdict.
+
+A worker talks to Redis twice per chunk, whatever its size: `begin_chunk` (how often the
+chunk was in a forward pass before, which documents have rows, which verdicts are cached)
+and `finish_chunk` (rows, counters, cache entries, and the chunk off the job's outbox),
+each one pipeline; and once per forward pass, `count_starts` for the chunks in it.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
 
 from alknet_firewall.queue.connection import redis_client
 from alknet_firewall.queue.keys import JobField, Keys
+from alknet_firewall.queue.message import ScreenChunk
 from alknet_firewall.queue.settings import QueueSettings
 from alknet_firewall.rows import is_error_row
 from alknet_firewall.schema import Verdict
 
-# KEYS: results, meta, deliveries. ARGV: field, row JSON, is_error (0/1), now, ttl, and
-# the meta fields JobField.DONE, ERRORS, LAST_DONE_AT (named in keys.py only).
-_PUT_ROW = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[2], ARGV[6], 1)
-if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[2], ARGV[7], 1) end
-redis.call('HSET', KEYS[2], ARGV[8], ARGV[4])
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-return 1
+# KEYS: results, meta, deliveries, chunks. ARGV: now, ttl, chunk id, the meta fields
+# JobField.DONE, ERRORS, LAST_DONE_AT (named in keys.py only), then (field, row JSON,
+# is_error 0/1) for each row. Returns how many rows were new.
+_PUT_ROWS = """
+local written, errors = 0, 0
+for i = 7, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    written = written + 1
+    if ARGV[i + 2] == '1' then errors = errors + 1 end
+  end
+end
+if written > 0 then
+  redis.call('HINCRBY', KEYS[2], ARGV[4], written)
+  if errors > 0 then redis.call('HINCRBY', KEYS[2], ARGV[5], errors) end
+  redis.call('HSET', KEYS[2], ARGV[6], ARGV[1])
+end
+if ARGV[3] ~= '' then
+  redis.call('HDEL', KEYS[3], ARGV[3])
+  redis.call('HDEL', KEYS[4], ARGV[3])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return written
 """
 
-# KEYS: deliveries. ARGV: field. Undo one delivery, unless the row was written meanwhile
-# (put_row deletes the field then, and a negative count must not appear).
-_FORGIVE = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[1], ARGV[1], -1) end
-"""
+Row = tuple[str, dict[str, Any]]  # (result field, row)
 
 
-class DeliveryStore(Protocol):
-    """What a worker needs of the store for one delivery; `memory.MemoryStore` is the
+@dataclass(frozen=True, slots=True)
+class ChunkStart:
+    """What Redis knows of a chunk as a worker starts on it."""
+
+    started: int  # forward passes begun on this chunk that never finished it
+    done: list[bool]  # per document: the job already has its row
+    cached: list[Verdict | None]  # per document: the shared cache's verdict
+
+
+class ChunkStore(Protocol):
+    """What a worker needs of the store for one chunk; `memory.MemoryStore` is the
     in-memory twin of `ResultStore`."""
 
-    def begin(self, job: str, field: str) -> tuple[bool, int]: ...
+    def begin_chunk(
+        self, job: str, chunk_id: str, fields: Sequence[str], codebook: str, digests: Sequence[str]
+    ) -> ChunkStart: ...
 
-    def put_row(self, job: str, field: str, row: dict[str, Any]) -> bool: ...
+    def finish_chunk(
+        self, job: str, chunk_id: str, rows: Sequence[Row], verdicts: Sequence[tuple[str, Verdict]]
+    ) -> int: ...
 
-    def forgive(self, documents: list[tuple[str, str]]) -> None: ...
+    def replace_chunk(self, job: str, chunk_id: str, parts: Sequence[ScreenChunk]) -> None: ...
 
-    def cached_verdict(self, codebook_version: str, digest: str) -> Verdict | None: ...
-
-    def cache_verdict(self, digest: str, verdict: Verdict) -> None: ...
+    def count_starts(self, chunks: Sequence[tuple[str, str]]) -> None: ...
 
     def publish_codebook(self, version: str) -> None: ...
 
 
 class ResultStore:
-    """Verdict rows per job, delivery counts, and the shared verdict cache."""
+    """Verdict rows per job, passes begun per chunk, the jobs' outboxes, the verdict cache."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
-        self._put_row = client.register_script(_PUT_ROW)
-        self._forgive = client.register_script(_FORGIVE)
 
     @classmethod
     def from_settings(cls, settings: QueueSettings) -> ResultStore:
         return cls(redis_client(settings.result_url), Keys.from_settings(settings))
 
-    def begin(self, job: str, field: str) -> tuple[bool, int]:
-        """Record one more delivery of a document: (already has a row, deliveries so far)."""
-        deliveries = self.keys.job_deliveries(job)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hexists(self.keys.job_results(job), field)
-        pipe.hincrby(deliveries, field, 1)
-        pipe.expire(deliveries, self.keys.results_ttl_s)
-        done, count, _ = pipe.execute()
-        return bool(done), int(count)
-
-    def put_row(
-        self, job: str, field: str, row: dict[str, Any], pipe: redis.client.Pipeline | None = None
-    ) -> bool:
-        """Write the row unless the document has one; True when this call wrote it.
-
-        With `pipe`, the write is queued there and the return value means nothing.
-        """
+    def begin_chunk(
+        self, job: str, chunk_id: str, fields: Sequence[str], codebook: str, digests: Sequence[str]
+    ) -> ChunkStart:
+        """How often the chunk entered a forward pass before; which documents are done
+        or cached."""
         k = self.keys
-        keys = [k.job_results(job), k.job_meta(job), k.job_deliveries(job)]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(k.job_deliveries(job), chunk_id)
+        # HMGET and MGET refuse an empty list of names.
+        if fields:
+            pipe.hmget(k.job_results(job), list(fields))
+        if digests:
+            pipe.mget([k.cache(codebook, digest) for digest in digests])
+        replies = pipe.execute()
+        rows = replies[1] if fields else []
+        cached = replies[-1] if digests else []
+        return ChunkStart(
+            started=int(replies[0] or 0),
+            done=[row is not None for row in rows],
+            cached=[None if raw is None else Verdict.model_validate_json(raw) for raw in cached],
+        )
+
+    def finish_chunk(
+        self, job: str, chunk_id: str, rows: Sequence[Row], verdicts: Sequence[tuple[str, Verdict]]
+    ) -> int:
+        """Store the rows (each once), cache the verdicts, take the chunk off the job's
+        outbox and forget its passes begun; how many rows were new."""
+        pipe = self.client.pipeline(transaction=False)
+        self.put_rows(pipe, job, rows, chunk_id)
+        for digest, verdict in verdicts:
+            if verdict.error is None:  # an error may pass: never remember it
+                key = self.keys.cache(verdict.codebook_version, digest)
+                pipe.set(key, verdict.model_dump_json(), ex=self.keys.cache_ttl_s)
+        return int(pipe.execute()[0])
+
+    def put_rows(
+        self, pipe: redis.client.Pipeline, job: str, rows: Sequence[Row], chunk_id: str = ""
+    ) -> None:
+        """Queue the rows' write on `pipe` (see _PUT_ROWS); with `chunk_id`, also take that
+        chunk off the outbox and forget its passes begun."""
+        k = self.keys
+        keys = [k.job_results(job), k.job_meta(job), k.job_deliveries(job), k.job_chunks(job)]
         args: list[str | int | float] = [
-            field,
-            json.dumps(row),
-            int(is_error_row(row)),
             time.time(),
             k.results_ttl_s,
+            chunk_id,
             JobField.DONE,
             JobField.ERRORS,
             JobField.LAST_DONE_AT,
         ]
-        written = self._put_row(keys=keys, args=args, client=pipe)
-        return bool(written)
+        for field, row in rows:
+            args += [field, json.dumps(row), int(is_error_row(row))]
+        # EVAL, not a registered script: redis-py checks a pipeline's registered scripts
+        # with SCRIPT EXISTS first, one more round trip per chunk. Redis caches the
+        # compiled script by its digest either way.
+        pipe.eval(_PUT_ROWS, len(keys), *keys, *args)
 
-    def forgive(self, documents: list[tuple[str, str]]) -> None:
-        """Take back one delivery of each (job, field): they were never screened."""
+    def add_chunks(
+        self, pipe: redis.client.Pipeline, job: str, chunks: Sequence[ScreenChunk]
+    ) -> None:
+        """Queue on `pipe`: put `chunks` in the job's outbox (before they are published, so
+        that a message lost on its way can be sent again) and the job among those the
+        re-drive sweep watches."""
+        if not chunks:
+            return
+        k = self.keys
+        pipe.hset(k.job_chunks(job), mapping={c.id: c.model_dump_json() for c in chunks})
+        pipe.expire(k.job_chunks(job), k.results_ttl_s)
+        pipe.hset(k.job_meta(job), JobField.LAST_SENT_AT, time.time())
+        pipe.zadd(k.jobs, {job: time.time()}, nx=True)
+
+    def replace_chunk(self, job: str, chunk_id: str, parts: Sequence[ScreenChunk]) -> None:
+        """In the outbox, `parts` (a split chunk's halves) take the place of `chunk_id`."""
+        pipe = self.client.pipeline(transaction=True)
+        self.add_chunks(pipe, job, parts)
+        pipe.hdel(self.keys.job_chunks(job), chunk_id)
+        pipe.hdel(self.keys.job_deliveries(job), chunk_id)
+        pipe.execute()
+
+    def count_starts(self, chunks: Sequence[tuple[str, str]]) -> None:
+        """Count a forward pass begun on each (job, chunk id). Counted as the pass starts,
+        not as the message arrives: a worker that dies kills only the pass it was in, and
+        the messages queued behind it come back with nothing against them."""
+        k = self.keys
         pipe = self.client.pipeline(transaction=False)
-        for job, field in documents:
-            self._forgive(keys=[self.keys.job_deliveries(job)], args=[field], client=pipe)
+        for job, chunk_id in chunks:
+            pipe.hincrby(k.job_deliveries(job), chunk_id, 1)
+            pipe.expire(k.job_deliveries(job), k.results_ttl_s)
         pipe.execute()
 
     def cached_verdict(self, codebook_version: str, digest: str) -> Verdict | None:

@@ -54,7 +54,7 @@ def run_enqueue(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from alknet_firewall.errors import QueueUnavailable
-    from producer.enqueue import enqueue
+    from alknet_firewall_producer.enqueue import enqueue
 
     settings = _settings(args)
     with tqdm(unit="doc", desc=f"enqueue {args.job}", file=sys.stderr) as bar:
@@ -95,7 +95,7 @@ def _redis_failed(command: str, settings: Settings, exc: Exception) -> int:
 def run_status(args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError
 
-    from producer import status
+    from alknet_firewall_producer import status
 
     settings = _settings(args)
     try:
@@ -118,7 +118,7 @@ def run_results(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from producer.export import export
+    from alknet_firewall_producer.export import export
 
     book = _book(settings)
     if book.progress(args.job) is None:

@@ -25,7 +25,7 @@ from alknet_firewall.queue.jobs import JobBook
 from alknet_firewall.queue.keys import check_job_name
 from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.schema import Document, Verdict
-from producer.enqueue import Enqueuer
+from alknet_firewall_producer.enqueue import Enqueuer
 
 
 class QueueTimeout(AlknetError, TimeoutError):

@@ -17,11 +17,15 @@ def describe(p: JobProgress) -> str:
     speed = "-" if rate is None else f"{rate:,.1f}"
     state = "finished" if p.finished else ("enqueued" if p.enqueue_finished else "enqueuing")
     c = p.counters
-    return (
+    line = (
         f"job {p.job}: {state}; {p.done:,} of {p.total:,} done ({p.errors:,} errors), "
         f"{p.pending:,} pending; {speed} docs/s; this run: {c['sent']:,} sent, "
         f"{c['skipped']:,} skipped, {c['read_errors']:,} unreadable"
     )
+    if p.redriven_at is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(p.redriven_at))
+        line += f"; stalled, re-drove {p.redriven:,} lost messages (last {when})"
+    return line
 
 
 def show(book: JobBook, job: str, out: TextIO = sys.stdout) -> int:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from worker.batching import BatchStats
+from alknet_firewall_worker.batching import BatchStats
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,27 @@ DOCUMENTS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
-TOKENS = Counter("alknet_tokens_screened_total", "Tokens run through the model", registry=REGISTRY)
+MESSAGES = Counter(
+    "alknet_messages_total",
+    "Messages (chunks of documents) handled, by outcome: stored (every row written), split "
+    "(delivered before and never finished: sent back as two halves)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+REDRIVEN = Counter(
+    "alknet_redriven_chunks_total",
+    "Chunks sent again by this worker's re-drive sweep (their message was lost)",
+    registry=REGISTRY,
+)
+TOKENS = Counter(
+    "alknet_tokens_screened_total",
+    "Tokens run through the model, estimated from characters",
+    registry=REGISTRY,
+)
 ERRORS = Counter(
     "alknet_errors_total",
     "Failures, by kind: model (a forward pass raised), gave_up (too many deliveries), "
-    "store (Redis unreachable after retries)",
+    "store (Redis unreachable after retries: the message is requeued)",
     ["kind"],
     registry=REGISTRY,
 )
@@ -45,7 +61,7 @@ BATCH_DOCUMENTS = Histogram(
 )
 BATCH_TOKENS = Histogram(
     "alknet_batch_tokens",
-    "Tokens per forward pass",
+    "Tokens per forward pass, estimated from characters",
     buckets=(64, 256, 1024, 4096, 16384, 65536),
     registry=REGISTRY,
 )

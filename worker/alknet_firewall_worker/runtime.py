@@ -1,4 +1,5 @@
-"""Per-process worker state, built once when the worker starts: model, batcher, store.
+"""Per-process worker state, built once when the worker starts: model, batcher, store,
+and the two background loops (heartbeats for the messages held, the re-drive sweep).
 
 `WorkerApp` is the Celery app a worker runs: the shared one (`alknet_firewall.queue.app`)
 plus its task module and the factory that loads this process's screener, an explicit
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +29,13 @@ from alknet_firewall.queue.app import FirewallApp
 from alknet_firewall.queue.broker import queue_length
 from alknet_firewall.queue.connection import redis_client
 from alknet_firewall.queue.keys import Keys
+from alknet_firewall.queue.message import ScreenChunk
+from alknet_firewall.queue.redrive import Redrive
 from alknet_firewall.queue.store import ResultStore
 from alknet_firewall.screening import Screener
-from worker import metrics
-from worker.batching import MicroBatcher
-from worker.screening import Screening
+from alknet_firewall_worker import heartbeat, metrics
+from alknet_firewall_worker.batching import MicroBatcher
+from alknet_firewall_worker.screening import Screening
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ def current() -> Runtime:
 
 
 ScreenerFactory = Callable[[Settings], Screener]
-TASK_MODULES = ("worker.tasks",)  # the task body: model, batcher, store
+TASK_MODULES = ("alknet_firewall_worker.tasks",)  # the task body: model, batcher, store
 
 
 def load_firewall(settings: Settings) -> Screener:
@@ -78,45 +81,53 @@ class WorkerApp(FirewallApp):
         self.load_screener = load_screener
 
 
-def start(settings: Settings, load_screener: ScreenerFactory = load_firewall) -> Runtime:
-    """Load the model, start the batcher and the metrics endpoint, publish the codebook."""
+def start(app: FirewallApp, load_screener: ScreenerFactory = load_firewall) -> Runtime:
+    """Load the model, start the batcher, the metrics endpoint, the heartbeats and the
+    re-drive sweep, publish the codebook."""
     global _runtime
+    settings = app.settings
     q = settings.queue
     screener = load_screener(settings)
     store = ResultStore.from_settings(q)
     batcher = MicroBatcher(
         screener.screen_batch,
         token_budget=q.batch.document_tokens,
-        max_docs=q.worker.concurrency,
+        max_parcels=q.worker.concurrency,
         # A solo worker runs one task at a time: waiting for batch-mates only adds delay.
         max_wait_s=0.0 if q.worker.pool == "solo" else q.batch.max_wait_ms / 1000,
         time_limit_s=q.worker.batch_time_limit_s,
         on_batch=metrics.record_batch,
-        on_overrun=lambda seconds: _die(seconds, batcher, store),
+        on_overrun=_die,
+        on_start=lambda tags: store.count_starts([t for t in tags if isinstance(t, tuple)]),
     )
     store.publish_codebook(screener.codebook_version)
     broker = redis_client(q.broker_url)
     keys = Keys.from_settings(q)
     metrics.serve(q.worker.metrics_port, q.queue, lambda: queue_length(broker, keys))
-    _runtime = Runtime(settings, Screening(store, screener, batcher, q.worker))
+    heartbeat.every(
+        q.heartbeat_s,
+        "heartbeat",
+        lambda: heartbeat.beat(broker, keys.unacked_index, heartbeat.held_delivery_tags()),
+    )
+    redrive = Redrive(store, broker, lambda chunks: _redrive(app, chunks), q.worker.redrive_after_s)
+    heartbeat.every(redrive.interval_s, "re-drive", redrive.sweep)
+    screening = Screening(store, screener, batcher, q.worker, resend=app.send_chunks)
+    _runtime = Runtime(settings, screening)
     log.info("screening with codebook %s", screener.codebook_version)
     return _runtime
 
 
-def _die(seconds: float, batcher: MicroBatcher, store: ResultStore) -> None:
+def _redrive(app: FirewallApp, chunks: Sequence[ScreenChunk]) -> None:
+    app.send_chunks(chunks)
+    metrics.REDRIVEN.inc(len(chunks))
+
+
+def _die(seconds: float) -> None:
     # A forward pass cannot be interrupted from Python. Its messages are unacked, so they
-    # come back after the visibility timeout; the restarted worker screens them solo.
+    # come back once their heartbeats stop (the visibility timeout); the chunks that were
+    # in the hung pass were counted as it began, so each is split when it comes back and
+    # its halves run on their own. The chunks queued behind it come back unsuspected.
     log.critical("a forward pass has run %.0f s, over the limit: exiting", seconds)
-    # Every message this worker holds comes back counted as one more delivery, but only
-    # the hung pass's documents are suspects. Without this, the documents queued behind a
-    # document that hangs every time would reach max_deliveries with it and get an error
-    # verdict they did not earn. Best effort: the exit must happen regardless.
-    try:
-        innocent = [t for t in batcher.not_started() if isinstance(t, tuple)]
-        store.forgive(innocent)
-        log.info("%d documents never reached the model: not counted as deliveries", len(innocent))
-    except Exception:
-        log.warning("could not take back the deliveries of unscreened documents", exc_info=True)
     logging.shutdown()
     os._exit(OVERRUN_EXIT_CODE)
 
@@ -138,12 +149,14 @@ def _on_worker_init(sender: Any, **_: Any) -> None:
     pool = _pool_name(sender.pool_cls)
     app = sender.app
     if not isinstance(app, WorkerApp):
-        raise SystemExit("the Celery app is not alknet's worker app: use `celery -A worker`")
-    settings = app.settings
-    worker = settings.queue.worker.model_copy(update={"pool": pool})
-    queue = settings.queue.model_copy(update={"worker": worker})
+        raise SystemExit(
+            "the Celery app is not alknet's worker app: use `celery -A alknet_firewall_worker`"
+        )
+    worker = app.settings.queue.worker.model_copy(update={"pool": pool})
+    queue = app.settings.queue.model_copy(update={"worker": worker})
+    app.settings = app.settings.model_copy(update={"queue": queue})
     try:
-        start(settings.model_copy(update={"queue": queue}), app.load_screener)
+        start(app, app.load_screener)
     except Exception as exc:
         log.critical("the worker cannot start", exc_info=True)
         raise SystemExit(f"the worker cannot start: {exc}") from exc

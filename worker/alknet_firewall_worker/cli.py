@@ -1,7 +1,7 @@
 """`alknet-firewall worker`: start a screening worker from config.toml.
 
 Flags override config.toml for this run; everything else (broker, batching, limits)
-comes from settings. The same worker runs as `celery -A worker worker`. Imports are
+comes from settings. The same worker runs as `celery -A alknet_firewall_worker worker`. Imports are
 lazy so that `alknet-firewall --help` does not load Celery.
 """
 
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run_worker(args: argparse.Namespace) -> int:
     from alknet_firewall.config import load_settings
-    from worker.runtime import WorkerApp
+    from alknet_firewall_worker.runtime import WorkerApp
 
     settings = load_settings(getattr(args, "config", None))
     worker = settings.queue.worker.model_copy(

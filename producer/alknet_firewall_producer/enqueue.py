@@ -1,10 +1,12 @@
-"""`alknet-firewall enqueue`: stream an input into the queue, one message per document.
+"""`alknet-firewall enqueue`: stream an input into the queue, a chunk of documents per message.
 
 Memory stays flat whatever the input's size: records are read lazily, handled in chunks
 of `[queue.producer].chunk_size`, and a chunk is only sent while the broker queue is
-shorter than `max_queue_length` (backpressure: the producer waits for the workers).
-Per chunk, one pipelined round trip registers the documents and looks them up, one
-pipeline publishes the messages (Kombu's publish batch), one writes rows and counters.
+shorter than `max_queue_length` messages (backpressure: the producer waits for the
+workers). Per chunk of input, one pipelined round trip registers the documents and looks
+them up; one writes rows, counters and the job's outbox (the messages about to be sent,
+kept until their rows are stored: see queue.redrive); one publishes the messages (Kombu's
+publish batch), each holding up to `message_docs` documents and `message_chars` characters.
 
 Nothing is sent twice for nothing: a document whose job already has its row is skipped
 (a re-run of a finished job sends nothing), and one whose text has a cached verdict
@@ -35,8 +37,8 @@ from alknet_firewall.queue.broker import queue_length
 from alknet_firewall.queue.connection import TRANSIENT_ERRORS, redis_client, with_retries
 from alknet_firewall.queue.jobs import JobBook, Lookup
 from alknet_firewall.queue.keys import JobField, check_job_name, error_field, result_field
-from alknet_firewall.queue.message import TASK_NAME, ScreenMessage, task_id
-from alknet_firewall.queue.store import ResultStore
+from alknet_firewall.queue.message import ScreenChunk, pack
+from alknet_firewall.queue.store import ResultStore, Row
 from alknet_firewall.rows import result_row, unreadable_row
 from alknet_firewall.schema import Document, Verdict
 from alknet_firewall.sources import Format, Record, UnreadableRecord, read_records
@@ -56,7 +58,8 @@ class EnqueueReport:
 
     job: str
     read: int = 0  # records read: documents and unreadable records
-    sent: int = 0  # messages published
+    sent: int = 0  # documents sent (in `messages` messages)
+    messages: int = 0
     skipped: int = 0  # documents that already had a row, or got one from the cache
     read_errors: int = 0  # unreadable records, stored as error rows
     waited_s: float = 0.0  # time spent waiting for the queue to shrink
@@ -66,8 +69,8 @@ class EnqueueReport:
 class _Chunk:
     """One chunk's work, sorted out after the lookup."""
 
-    to_send: list[tuple[Document, str]] = dataclasses.field(default_factory=list)
-    rows: list[tuple[str, dict[str, object]]] = dataclasses.field(default_factory=list)
+    to_send: list[Document] = dataclasses.field(default_factory=list)
+    rows: list[Row] = dataclasses.field(default_factory=list)
     skipped: int = 0
     read_errors: int = 0
 
@@ -103,38 +106,32 @@ class Enqueuer:
         entries = [_entry(pos, rec, base, self.store, codebook) for pos, rec in chunk]
         found = self._retry(lambda: self.book.look_up(self.job, entries))
         work = _sort_out(chunk, entries, found, codebook)
-        self._retry(lambda: self._publish(work.to_send))
-        self.report.sent += len(work.to_send)
-        self._retry(lambda: self._store_rows(work.rows))
+        p = self.q.producer
+        messages = list(pack(self.job, work.to_send, p.message_docs, p.message_chars))
         counts = {
             JobField.READ: len(chunk),
             JobField.SENT: len(work.to_send),
             JobField.SKIPPED: work.skipped,
             JobField.READ_ERRORS: work.read_errors,
         }
-        self._retry(lambda: self.book.add_counts(self.job, counts))
+        self._retry(lambda: self._store(work.rows, messages, counts))
+        self._retry(lambda: self.app.send_chunks(messages, retry=False))
+        self.report.sent += len(work.to_send)
+        self.report.messages += len(messages)
         self.report.read += len(chunk)
         self.report.skipped += work.skipped
         self.report.read_errors += work.read_errors
 
-    def _publish(self, docs: Sequence[tuple[Document, str]]) -> None:
-        if not docs:
-            return
-        with self.app.producer_or_acquire() as producer, producer.batch(max_size=len(docs)):
-            for doc, field in docs:
-                self.app.send_task(
-                    TASK_NAME,
-                    kwargs=ScreenMessage.of(self.job, doc).kwargs(),
-                    task_id=task_id(self.job, field),
-                    queue=self.q.queue,
-                    producer=producer,
-                    retry=False,  # the whole chunk is retried instead: see _retry
-                )
-
-    def _store_rows(self, rows: Sequence[tuple[str, dict[str, object]]]) -> None:
+    def _store(
+        self, rows: Sequence[Row], messages: Sequence[ScreenChunk], counts: dict[JobField, int]
+    ) -> None:
+        """Rows of cache hits and unreadable records, the outbox, counters: one pipeline,
+        before the messages are published."""
         pipe = self.store.client.pipeline(transaction=False)
-        for field, row in rows:
-            self.store.put_row(self.job, field, row, pipe=pipe)
+        if rows:
+            self.store.put_rows(pipe, self.job, rows)
+        self.store.add_chunks(pipe, self.job, messages)
+        self.book.add_counts(self.job, counts, pipe)
         pipe.execute()
 
     def _wait_for_room(self) -> None:
@@ -204,7 +201,7 @@ def _sort_out(
             verdict = Verdict.model_validate_json(lookup.cached)
             work.rows.append((field, result_row(record.id, record.meta, verdict)))
         else:
-            work.to_send.append((record, field))
+            work.to_send.append(record)
     return work
 
 

@@ -58,21 +58,18 @@ def variants(layers: list[int]) -> list[Variant]:
         Variant("attention + mean8, mean16, discriminant", {"views": chosen}),
         Variant(f"attention + mean8, mean16 + {deep}, discriminant", {"views": [*chosen, deep]}),
         Variant("attention + mean8, mean16, discriminant, rank 24", {"views": chosen, "rank": 24}),
-        Variant("chosen, lead apart", {"views": chosen, "lead_apart": True}),
         Variant("chosen, length adjusted", {"views": chosen, "length_adjust": True}),
         Variant(
-            "chosen, length adjusted, lead apart",
-            {"views": chosen, "length_adjust": True, "lead_apart": True},
+            "chosen, length adjusted, smoothing 10",
+            {"views": chosen, "length_adjust": True, "smoothing": 10.0},
         ),
-        Variant("chosen, hard negatives x5", {"views": chosen, "hard_negative_weight": 5.0}),
-        Variant("chosen, hard negatives x20", {"views": chosen, "hard_negative_weight": 20.0}),
         Variant(
-            "chosen, lead apart, hard negatives x5",
-            {"views": chosen, "lead_apart": True, "hard_negative_weight": 5.0},
+            "chosen, length adjusted, rank 32",
+            {"views": chosen, "length_adjust": True, "rank": 32},
         ),
-        Variant("chosen, lead apart, rank 16", {"views": chosen, "lead_apart": True, "rank": 16}),
         Variant(
-            "attention + means, lead apart", {"views": ["attention", *means], "lead_apart": True}
+            "attention + means, length adjusted",
+            {"views": ["attention", *means], "length_adjust": True},
         ),
     ]
 

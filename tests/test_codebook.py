@@ -71,25 +71,6 @@ def test_per_kind_signals_are_fitted_when_asked(tiny_model_dir: Path, tmp_path: 
     assert codebook.meta.metrics["auroc"] > 0.9
 
 
-def test_lead_apart_splits_each_view_score_into_lead_and_rest(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    settings = tiny_settings(tiny_model_dir, tmp_path / "cache")
-    settings.codebook.lead_apart = True
-    settings.codebook.hard_negative_weight = 5.0
-    model = TransformersDetector.from_settings(settings.model)
-    codebook = build_codebook(model, tiny_rows(), settings)
-    assert codebook.meta.lead_apart and codebook.columns_per_signal == 2 * len(codebook.meta.views)
-    features = extract(model, tiny_rows(seed=3, per_class=10).texts, settings.windows, 2048)
-    apart = codebook.view_scores(features.views)
-    assert codebook.tensors["combiner.weights"].shape[1] == apart.shape[1]
-    codebook.meta.lead_apart = False  # the same densities, summed over all components
-    together = codebook.view_scores(features.views)
-    assert apart.shape[1] == 2 * together.shape[1]
-    np.testing.assert_allclose(apart[:, 0::2] + apart[:, 1::2], together, rtol=1e-5, atol=1e-4)
-    assert codebook.meta.metrics["auroc"] > 0.9
-
-
 def test_a_length_adjusted_codebook_scores_the_same_after_a_save(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -154,7 +154,10 @@ def test_every_package_was_read() -> None:
         ("alknet_firewall.screening", "from alknet_firewall.queue.store import ResultStore"),
         ("alknet_firewall.rows", "from alknet_firewall.firewall import Firewall"),
         ("alknet_firewall.firewall", "from alknet_firewall.integrations.nemo import register"),
-        ("alknet_firewall_producer.screener", "from alknet_firewall.integrations.langchain import X"),
+        (
+            "alknet_firewall_producer.screener",
+            "from alknet_firewall.integrations.langchain import X",
+        ),
         ("alknet_firewall.screening", "import langchain_core"),
         ("alknet_firewall_worker.runtime", "from agents import Agent"),
         (

@@ -48,9 +48,6 @@ class CodebookMeta(BaseModel):
     framed: bool
     views: list[str]
     novelty: bool
-    # whether each view's leading component (its discriminant axis) reaches the combiner as
-    # a score of its own beside the sum over the other components; False in older codebooks
-    lead_apart: bool = False
     # whether each view has its benign trend over log(window tokens) taken out before it is
     # scored (tensors `<view>.length_trend`); False in older codebooks
     length_adjusted: bool = False
@@ -79,16 +76,9 @@ class Codebook:
     def signals(self) -> list[str]:
         return self.meta.signals
 
-    @property
-    def columns_per_signal(self) -> int:
-        """Combiner inputs per signal: one log-likelihood ratio per view, or two (leading
-        component, the rest) when the codebook keeps the lead apart."""
-        return len(self.meta.views) * (2 if self.meta.lead_apart else 1)
-
     def view_scores(self, views: dict[str, np.ndarray]) -> np.ndarray:
-        """Per window: each signal's log-likelihood ratios in each view, then (if the codebook
-        uses novelty) each view's novelty. -> (windows, signals * columns_per_signal
-        [+ views])."""
+        """Per window: each signal's log-likelihood ratio in each view, then (if the codebook
+        uses novelty) each view's novelty. -> (windows, signals * views [+ views])."""
         llrs: list[np.ndarray] = []
         novelties: list[np.ndarray] = []
         for name in self.meta.views:
@@ -97,14 +87,14 @@ class Codebook:
                 vectors = remove_length_trend(
                     vectors, self.tensors[f"{name}.length_trend"], views[WINDOW_TOKENS]
                 )
-            parts, novelty = self._view_scores(name, vectors)
-            llrs.extend(parts)
+            llr, novelty = self._view_scores(name, vectors)
+            llrs.append(llr)
             novelties.append(novelty[:, None])
-        # order: signal-major, then view (and part); matches the combiner's weight columns
+        # order: signal-major, then view; matches the combiner's weight columns
         by_signal = np.stack(llrs, axis=2).reshape(llrs[0].shape[0], -1)
         return np.concatenate([by_signal, *novelties], axis=1) if self.meta.novelty else by_signal
 
-    def _view_scores(self, name: str, vectors: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    def _view_scores(self, name: str, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t = self.tensors
         prefix = f"{name}."
         standard = (vectors - t[prefix + "mean"]) / t[prefix + "scale"]
@@ -114,21 +104,20 @@ class Codebook:
         low, high = t[prefix + "low"], t[prefix + "high"]
         benign = lookup(tables[0], low, high, coords)
         # Clipped per component: a density tail seen by few training windows must not let
-        # one component outvote all the others. -> (classes - 1 signals, windows, components)
-        per_component = np.stack(
+        # one component outvote all the others.
+        llr = np.stack(
             [
-                np.clip(lookup(tables[c], low, high, coords) - benign, -LLR_CLIP, LLR_CLIP)
+                np.clip(lookup(tables[c], low, high, coords) - benign, -LLR_CLIP, LLR_CLIP).sum(
+                    axis=1
+                )
                 for c in range(1, tables.shape[0])
-            ]
-        )
-        if self.meta.lead_apart:
-            parts = [per_component[:, :, 0].T, per_component[:, :, 1:].sum(axis=2).T]
-        else:
-            parts = [per_component.sum(axis=2).T]  # (windows, signals)
+            ],
+            axis=1,
+        )  # (windows, signals)
         residual = np.linalg.norm(standard - coords @ basis.T, axis=1)
         centre, spread = t[prefix + "residual_stats"]
         novelty = (np.log(residual + 1e-6) - centre) / spread
-        return parts, novelty
+        return llr, novelty
 
     def window_probabilities(self, views: dict[str, np.ndarray]) -> np.ndarray:
         """(windows, signals) probability that each window carries each signal."""

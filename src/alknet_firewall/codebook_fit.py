@@ -24,8 +24,6 @@ from alknet_firewall.payloads import Span, window_role
 from alknet_firewall.scoring import document_scores
 
 MAX_SVD_ROWS = 20_000
-# Share of benign rows counted as hard negatives when the discriminant axis is refitted.
-HARD_NEGATIVE_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,6 @@ def fit_codebook(
         framed=windows.framed,
         views=list(settings.views),
         novelty=settings.novelty,
-        lead_apart=settings.discriminant and settings.lead_apart,
         length_adjusted=settings.length_adjust,
         pooling=windows.pooling,
         window_size=windows.size,
@@ -169,9 +166,7 @@ def fit_view(
     if settings.discriminant:
         # The direction that best separates attacks from benign text leads the basis; the
         # principal axes of what is left of the vectors fill it up.
-        direction = discriminant_axis(
-            standard, classes, settings.seed, settings.hard_negative_weight
-        )
+        direction = discriminant_axis(standard, classes, settings.seed)
         rest = standard - np.outer(standard @ direction, direction)
         axes = principal_axes(rest, classes, n_classes, settings.rank - 1, settings.seed)
         basis = np.concatenate([direction[:, None], axes], axis=1)
@@ -225,25 +220,13 @@ def balanced_sample(groups: list[np.ndarray], per_group: int, seed: int) -> np.n
     )
 
 
-def discriminant_axis(
-    standard: np.ndarray, classes: np.ndarray, seed: int, hard_negative_weight: float = 1.0
-) -> np.ndarray:
+def discriminant_axis(standard: np.ndarray, classes: np.ndarray, seed: int) -> np.ndarray:
     """Unit weight vector of a strongly regularised logistic regression, attack vs benign,
-    on a class-balanced sample of rows.
-
-    With `hard_negative_weight` > 1 the regression is fitted twice: the second time the
-    benign rows the first fit scored highest (the top HARD_NEGATIVE_SHARE) weigh that much
-    more, which pushes the low-false-positive tail down rather than the average."""
+    on a class-balanced sample of rows."""
     members = [np.flatnonzero(classes == 0), np.flatnonzero(classes > 0)]
     chosen = balanced_sample(members, MAX_SVD_ROWS // 2, seed)
-    x, attack = standard[chosen], classes[chosen] > 0
     model = LogisticRegression(C=0.05, class_weight="balanced", max_iter=2000)
-    model.fit(x, attack)
-    if hard_negative_weight > 1.0:
-        margin = model.decision_function(x)
-        cut = np.quantile(margin[~attack], 1.0 - HARD_NEGATIVE_SHARE)
-        weight = np.where(~attack & (margin >= cut), hard_negative_weight, 1.0)
-        model.fit(x, attack, sample_weight=weight)
+    model.fit(standard[chosen], classes[chosen] > 0)
     weights = model.coef_[0]
     return np.asarray(weights / np.linalg.norm(weights))
 
@@ -260,7 +243,7 @@ def fit_combiners(
     windows may be perfectly ordinary text, unless its payload is known)."""
     windows = np.flatnonzero(in_part[features.doc])
     layer_scores = draft.view_scores(features.rows(windows).views)
-    per_signal = draft.columns_per_signal
+    per_signal = len(draft.meta.views)
     window_doc = features.doc[windows]
     window_class = all_window_class[windows]
     benign = window_class == 0

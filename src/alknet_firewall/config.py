@@ -101,9 +101,7 @@ class CodebookSettings(Section):
     views: list[str] = Field(default_factory=lambda: ["attention", "mean8", "mean16"])
     novelty: bool = False
     discriminant: bool = True
-    lead_apart: bool = False
     length_adjust: bool = False
-    hard_negative_weight: float = Field(default=1.0, ge=1.0)
     flag_fpr: float = Field(default=0.01, gt=0.0, lt=0.5)
     block_fpr: float = Field(default=0.001, gt=0.0, lt=0.5)
     calibration_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)

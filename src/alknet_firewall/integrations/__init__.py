@@ -9,8 +9,8 @@ the core never import the submodules, so `import alknet_firewall` needs none of 
 What the five share lives here, so that they decide and report the same way:
 
 - `BatchScreener`: what an adapter needs of a screener. `Firewall` is one;
-  `alknet_firewall_producer.screener.QueueScreener` (a running worker fleet) is another, which is how
-  the ingestion hooks get their queued mode without knowing about queues.
+  `alknet_firewall_producer.screener.QueueScreener` (a running worker fleet) is another,
+  which is how the ingestion hooks get their queued mode without knowing about queues.
 - `default_screener`: the configured `Firewall`, loaded once per process. Frameworks
   build guardrail objects often (LlamaFirewall makes a new scanner for every scan);
   the model must not be reloaded each time.

@@ -13,8 +13,8 @@ metadata (`alknet_decision`, `alknet_score`, `alknet_alarms`, `alknet_codebook`)
 `mark`ed one also has `alknet_quarantine=True`. The input documents are not modified.
 
 Queued mode, for corpora too large for this process: pass
-`screener=alknet_firewall_producer.screener.QueueScreener()`; the documents then go to the worker fleet
-as one job, and the result is the same as in process.
+`screener=alknet_firewall_producer.screener.QueueScreener()`; the documents then go to the
+worker fleet as one job, and the result is the same as in process.
 """
 
 from __future__ import annotations

@@ -64,6 +64,14 @@ def variants(layers: list[int]) -> list[Variant]:
             {"views": chosen, "length_adjust": True, "smoothing": 10.0},
         ),
         Variant(
+            "chosen, length adjusted, smoothing 30",
+            {"views": chosen, "length_adjust": True, "smoothing": 30.0},
+        ),
+        Variant(
+            "chosen, length adjusted, smoothing 100",
+            {"views": chosen, "length_adjust": True, "smoothing": 100.0},
+        ),
+        Variant(
             "chosen, length adjusted, rank 32",
             {"views": chosen, "length_adjust": True, "rank": 32},
         ),

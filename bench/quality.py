@@ -40,7 +40,7 @@ from alknet_firewall.build import features_for, pairing_for, with_poisoned
 from alknet_firewall.codebook_fit import ModelIdentity, fit_codebook
 from alknet_firewall.config import Settings, load_settings
 from alknet_firewall.corpus import EVALUATION_ONLY, LabelledRows, corpus_files, load_rows
-from alknet_firewall.features import WindowFeatures
+from alknet_firewall.features import WindowFeatures, take_docs
 from alknet_firewall.metrics import detection_metrics
 from alknet_firewall.model import TransformersDetector
 from alknet_firewall.poison import WRAPPERS
@@ -141,6 +141,7 @@ def v1_settings(settings: Settings) -> Settings:
     v1.codebook.novelty = True
     v1.codebook.discriminant = False
     v1.codebook.smoothing = 3.0
+    v1.codebook.length_adjust = False
     return v1
 
 
@@ -196,25 +197,16 @@ def leave_groups_out(rows: LabelledRows, scorers: dict[str, Scorer]) -> HeldOutS
     return held
 
 
-def take(features: WindowFeatures, docs: np.ndarray) -> WindowFeatures:
-    """The windows of the chosen documents, renumbered 0..len(docs)-1 in that order."""
-    position = np.full(features.n_docs, -1)
-    position[docs] = np.arange(docs.size)
-    keep = np.flatnonzero(position[features.doc] >= 0)
-    kept = features.rows(keep)
-    return WindowFeatures(kept.views, position[kept.doc], kept.spans, features.tokens_per_doc[docs])
-
-
 def codebook_scorer(sample: Sample, settings: Settings) -> Scorer:
     def score(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, float]:
         codebook = fit_codebook(
-            take(sample.features, train),
+            take_docs(sample.features, train),
             sample.rows.subset(list(train)),
             sample.identity,
             settings.windows,
             settings.codebook,
         )
-        scores = score_documents(codebook, take(sample.features, test)).score()
+        scores = score_documents(codebook, take_docs(sample.features, test)).score()
         return scores, codebook.meta.thresholds.flag
 
     return score
@@ -307,7 +299,8 @@ def render(
         f"{settings.windows.size}/{settings.windows.stride} tokens "
         f"{'inside the task frame' if settings.windows.framed else 'unframed'}, views "
         f"{', '.join(c.views)}, novelty {'on' if c.novelty else 'off'}, discriminant axis "
-        f"{'on' if c.discriminant else 'off'}, rank {c.rank}, "
+        f"{'on' if c.discriminant else 'off'}, length trend "
+        f"{'taken out' if c.length_adjust else 'kept'}, rank {c.rank}, "
         f"smoothing {c.smoothing}, flag at {c.flag_fpr:.1%} benign FPR. Sample: at most "
         f"{args.per_file} rows per corpus file (seed {c.seed}) and "
         f"{args.poison_per_group} poisoned documents per attack group with their clean "

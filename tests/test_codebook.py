@@ -15,6 +15,7 @@ from alknet_firewall.codebook import Codebook, CodebookError
 from alknet_firewall.density import fit_log_density, lookup
 from alknet_firewall.features import extract
 from alknet_firewall.firewall import Firewall
+from alknet_firewall.length_trend import WINDOW_TOKENS
 from alknet_firewall.metrics import detection_metrics, tpr_at_fpr
 from alknet_firewall.model import TransformersDetector
 from tests.tiny import tiny_rows, tiny_settings
@@ -98,6 +99,7 @@ def test_saved_and_loaded_codebook_scores_identically(
         name: rng.normal(size=(20, codebook.tensors[f"{name}.mean"].shape[0])).astype(np.float32)
         for name in codebook.meta.views
     }
+    views[WINDOW_TOKENS] = rng.integers(1, 129, size=(20, 1)).astype(np.float32)
     codebook.save(tmp_path / "copy")
     loaded = Codebook.load(tmp_path / "copy")
     np.testing.assert_array_equal(

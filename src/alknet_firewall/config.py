@@ -96,15 +96,16 @@ class CodebookSettings(Section):
     path: str = ""
     rank: int = Field(default=48, ge=1)
     grid_points: int = Field(default=128, ge=16)
-    smoothing: float = Field(default=3.0, gt=0.0)
+    smoothing: float = Field(default=30.0, gt=0.0)
     signals: Literal["one", "per_kind"] = "one"
     views: list[str] = Field(default_factory=lambda: ["attention", "mean8", "mean16"])
     novelty: bool = False
     discriminant: bool = True
-    length_adjust: bool = False
+    length_adjust: bool = True
     flag_fpr: float = Field(default=0.01, gt=0.0, lt=0.5)
     block_fpr: float = Field(default=0.001, gt=0.0, lt=0.5)
     calibration_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
+    calibration: Literal["held_out_rows", "held_out_groups"] = "held_out_groups"
     seed: int = 0
 
 

@@ -160,6 +160,14 @@ def with_window_tokens(features: WindowFeatures, size: int) -> WindowFeatures:
     return dataclasses.replace(features, views=views)
 
 
+def take_docs(features: WindowFeatures, docs: np.ndarray) -> WindowFeatures:
+    """The windows of the chosen documents, renumbered 0..len(docs)-1 in that order."""
+    position = np.full(features.n_docs, -1)
+    position[docs] = np.arange(docs.size)
+    kept = features.rows(np.flatnonzero(position[features.doc] >= 0))
+    return WindowFeatures(kept.views, position[kept.doc], kept.spans, features.tokens_per_doc[docs])
+
+
 def select_docs(features: WindowFeatures, first: int, stop: int) -> WindowFeatures:
     """The features of documents first..stop-1, renumbered from 0."""
     kept = features.rows((features.doc >= first) & (features.doc < stop))

@@ -57,9 +57,6 @@ class CodebookMeta(BaseModel):
     signals: list[str]
     rank: int
     thresholds: Thresholds
-    # where the thresholds' benign scores came from: "held_out_rows" of the training files,
-    # or "held_out_groups" (origin groups each scored by a codebook fitted without them)
-    calibration: str = "held_out_rows"
     flag_fpr: float
     block_fpr: float
     data_digest: str

@@ -17,15 +17,13 @@ from alknet_firewall.codebook import Codebook, CodebookMeta, Thresholds
 from alknet_firewall.config import CodebookSettings, WindowSettings
 from alknet_firewall.corpus import LabelledRows
 from alknet_firewall.density import fit_log_density, grid_bounds
-from alknet_firewall.features import WindowFeatures, take_docs
+from alknet_firewall.features import WindowFeatures
 from alknet_firewall.length_trend import WINDOW_TOKENS, fit_length_trend, remove_length_trend
 from alknet_firewall.metrics import detection_metrics
 from alknet_firewall.payloads import Span, window_role
 from alknet_firewall.scoring import document_scores
 
 MAX_SVD_ROWS = 20_000
-# Folds of origin groups for calibrating thresholds on groups a codebook never saw.
-CALIBRATION_FOLDS = 4
 
 
 @dataclass(frozen=True)
@@ -104,11 +102,6 @@ def fit_codebook(
     scores = document_scores(codebook, features, held_out)
     labels = (doc_class[held_out] > 0).astype(int)
     benign_scores = scores[labels == 0]
-    meta.calibration = "held_out_rows"
-    if settings.calibration == "held_out_groups":
-        unseen = unseen_group_benign_scores(features, rows, model, windows, settings)
-        if unseen is not None:  # None: too few origin groups; the meta says which was used
-            benign_scores, meta.calibration = unseen, "held_out_groups"
     meta.thresholds = Thresholds(
         flag=float(np.quantile(benign_scores, 1.0 - settings.flag_fpr)),
         block=float(np.quantile(benign_scores, 1.0 - settings.block_fpr)),
@@ -118,40 +111,6 @@ def fit_codebook(
         **detection_metrics(labels, scores, meta.thresholds.flag),
     }
     return codebook
-
-
-def unseen_group_benign_scores(
-    features: WindowFeatures,
-    rows: LabelledRows,
-    model: ModelIdentity,
-    windows: WindowSettings,
-    settings: CodebookSettings,
-) -> np.ndarray | None:
-    """Scores of benign documents by codebooks that never saw their origin group (None
-    when the rows come from too few groups to hold any out).
-
-    Rows held out of the same files (the other calibration) score like the text the
-    codebook was fitted on; text from a source it never saw scores otherwise, and on
-    held-out groups a threshold set that way flagged a third of the benign share it aimed
-    at (bench/QUALITY.md). So the origin groups are dealt into CALIBRATION_FOLDS folds;
-    each fold's benign documents are scored by a codebook fitted without the fold.
-    """
-    groups = np.array(rows.groups)
-    labels = np.array(rows.labels, dtype=bool)
-    names = np.random.default_rng(settings.seed).permutation(sorted(set(rows.groups)))
-    inner = settings.model_copy(update={"calibration": "held_out_rows"})
-    collected: list[np.ndarray] = []
-    for fold in range(CALIBRATION_FOLDS):
-        out = np.isin(groups, names[fold::CALIBRATION_FOLDS])
-        train, test = np.flatnonzero(~out), np.flatnonzero(out & ~labels)
-        if not test.size or labels[train].all() or not labels[train].any():
-            continue
-        codebook = fit_codebook(
-            take_docs(features, train), rows.subset(list(train)), model, windows, inner
-        )
-        test_features = take_docs(features, test)
-        collected.append(document_scores(codebook, test_features, np.arange(test.size)))
-    return np.concatenate(collected) if collected else None
 
 
 def signal_of(kind: str, settings: CodebookSettings) -> str:

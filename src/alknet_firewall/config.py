@@ -105,7 +105,6 @@ class CodebookSettings(Section):
     flag_fpr: float = Field(default=0.01, gt=0.0, lt=0.5)
     block_fpr: float = Field(default=0.001, gt=0.0, lt=0.5)
     calibration_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
-    calibration: Literal["held_out_rows", "held_out_groups"] = "held_out_groups"
     seed: int = 0
 
 

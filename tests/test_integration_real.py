@@ -1,5 +1,5 @@
 """Every adapter once on the real SmolLM2 weights and the shipped codebook: an obvious
-jailbreak (from examples/, flagged at about 0.995) trips it, a recipe sentence (about
+jailbreak (from examples/, flagged at about 0.998) trips it, a recipe sentence (about
 0.001) does not. The other adapter tests use a rule screener; this one checks that the
 real `Firewall` plugs into each library as it is."""
 

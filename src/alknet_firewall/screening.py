@@ -9,6 +9,8 @@ parts around the queue (the worker's per-chunk steps are in `alknet_firewall_wor
   queue's Redis store (`alknet_firewall.queue.store.ResultStore`) on the queue.
 - `Stages`: screening in two steps, preparing (tokenising, no model) and running the
   model, so that the next texts are prepared while the model runs on others.
+- `ScreeningService.rows_by_chunk`: the `screen` command's loop, each chunk prepared
+  while the one before it is screened.
 - `screen_isolating`: failure isolation. A batch that makes the model raise is halved
   and each half screened again, so only the culprit gets an error verdict and its
   batch-mates get theirs, in about 2 log2(n) extra passes for one culprit among n.
@@ -17,7 +19,8 @@ parts around the queue (the worker's per-chunk steps are in `alknet_firewall_wor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -146,6 +149,40 @@ class ScreeningService:
 
     def rows(self, records: Sequence[Record]) -> list[dict[str, Any]]:
         """One row per record, in order; a record that cannot be screened gets an error row."""
+        waiting = self._lookup(records)
+        texts = [doc.text for _, doc in waiting.todo]
+        return self._finish(waiting, screen_isolating(self.screener.screen_batch, texts))
+
+    def rows_by_chunk(self, chunks: Iterable[Sequence[Record]]) -> Iterator[list[dict[str, Any]]]:
+        """`rows` of each chunk in turn, the next chunk's texts prepared (tokenised) on a
+        second thread while the model screens this one's. The next chunk's cache lookup
+        comes before this one's verdicts are cached: a text in both is screened twice."""
+        steps = stages(self.screener)
+        with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
+            ahead: tuple[_Lookup, Future[Any]] | None = None
+            for chunk in chunks:
+                waiting = self._lookup(chunk)
+                prepared = pool.submit(steps.prepare, [doc.text for _, doc in waiting.todo])
+                if ahead is not None:
+                    yield self._screen_prepared(steps, *ahead)
+                ahead = (waiting, prepared)
+            if ahead is not None:
+                yield self._screen_prepared(steps, *ahead)
+
+    def _screen_prepared(
+        self, steps: Stages[Any], waiting: _Lookup, prepared: Future[Any]
+    ) -> list[dict[str, Any]]:
+        texts = [doc.text for _, doc in waiting.todo]
+
+        def first() -> list[Verdict]:
+            # A prepare that raised counts as this pass raising: halves, prepared again.
+            return steps.run([prepared.result()])
+
+        return self._finish(waiting, screen_isolating(steps.screen_batch, texts, first=first))
+
+    def _lookup(self, records: Sequence[Record]) -> _Lookup:
+        """Rows for what needs no model (unreadable records, cached verdicts); the rest
+        to screen."""
         version = self.codebook_version
         rows: list[dict[str, Any] | None] = [None] * len(records)
         todo: list[tuple[int, Document]] = []
@@ -156,8 +193,14 @@ class ScreeningService:
                 rows[i] = result_row(record.id, record.meta, cached)
             else:
                 todo.append((i, record))
-        screened = screen_isolating(self.screener.screen_batch, [doc.text for _, doc in todo])
-        for (i, doc), result in zip(todo, screened, strict=True):
+        return _Lookup(rows, todo)
+
+    def _finish(
+        self, waiting: _Lookup, screened: list[Verdict | ScreeningError]
+    ) -> list[dict[str, Any]]:
+        version = self.codebook_version
+        rows = waiting.rows
+        for (i, doc), result in zip(waiting.todo, screened, strict=True):
             verdict = (
                 result if isinstance(result, Verdict) else Verdict.failed(str(result), version)
             )
@@ -165,3 +208,11 @@ class ScreeningService:
                 self.cache.cache_verdict(doc.digest, verdict)
             rows[i] = result_row(doc.id, doc.meta, verdict)
         return [row for row in rows if row is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """A chunk's rows so far, and the documents still to screen (index, document)."""
+
+    rows: list[dict[str, Any] | None]
+    todo: list[tuple[int, Document]]

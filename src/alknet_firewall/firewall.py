@@ -37,7 +37,8 @@ class PreparedTexts:
 
 
 class Firewall:
-    """Screens untrusted text. Load once (seconds), then call `screen` / `screen_batch`."""
+    """Screens untrusted text. Load once (seconds), then call `screen` / `screen_batch`,
+    or its two steps `prepare` and `screen_prepared` to tokenise ahead of the model."""
 
     def __init__(self, model: DetectorModel, codebook: Codebook, settings: Settings) -> None:
         codebook.check_model(
@@ -86,8 +87,10 @@ class Firewall:
 
     def prepare(self, texts: Sequence[str]) -> PreparedTexts:
         """What screening does before the model: refuse what cannot be screened and cut
-        the rest into token windows. Thread-safe, and no model runs: a caller prepares
-        the next texts while the model screens others (the worker's micro-batcher)."""
+        the rest into token windows. No model runs, so a caller prepares the next texts
+        while the model screens others (the worker's micro-batcher, `screen`'s loop). Safe
+        on a second thread: the fast tokenizer is only read (its truncation and padding
+        stay off, so transformers never resets them under another call)."""
         refusals = [self._refuse(text) for text in texts]
         todo = [text for text, refusal in zip(texts, refusals, strict=True) if refusal is None]
         return PreparedTexts(refusals, tokenize(self.model, todo, self.settings.windows))

@@ -12,9 +12,9 @@ batcher: `max_parcels`), or when the next parcel does not fit; a full batch wait
 prepared, in a hand-off slot of one while the runner is busy, and the collector goes on
 with the next. A batch that is not full is taken by the runner only once it is idle
 and `max_wait` has passed since the batch's first parcel arrived, and the parcels that
-arrived by then are prepared and in it: a lone message waits at most `max_wait` (or its
-own tokenising, if longer), and under load a batch keeps filling during the forward
-pass before it, so the overlap never makes batches smaller.
+arrived by then are prepared and in it: a lone message waits at most `max_wait` (or the
+tokenising of what arrived by then, if longer), and under load a batch keeps filling
+during the forward pass before it, so the overlap never makes batches smaller.
 At most three batches are in the batcher (running, in the slot, being gathered), and
 no more parcels than task threads: memory stays bounded.
 

@@ -94,6 +94,7 @@ def variants(layers: list[int]) -> list[Variant]:
             "attention + means, length adjusted",
             {"views": ["attention", *means], "length_adjust": True, "smoothing": 3.0},
         ),
+        Variant("shipped", {}),  # the config defaults
     ]
 
 

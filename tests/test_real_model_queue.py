@@ -53,4 +53,5 @@ def test_queued_verdicts_equal_in_process_ones(tmp_path: Path) -> None:
         assert row is not None
         assert row["decision"] == verdict.decision.value, row["id"]
         gaps.append(abs(row["score"] - verdict.score))
+    print(f"largest score gap {max(gaps)} over {len(gaps)} documents")
     assert max(gaps) <= 1.01e-4, f"largest score gap {max(gaps)}"

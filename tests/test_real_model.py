@@ -142,34 +142,3 @@ def test_same_text_same_score_whatever_its_batch_mates(firewall: Firewall) -> No
         assert verdict.score == together[text]
     for text in subset[:4] + texts[-3:]:
         assert firewall.screen(text).score == together[text]
-
-
-def test_texts_prepared_apart_and_batched_get_the_verdicts_of_one_batch(
-    firewall: Firewall,
-) -> None:
-    """The worker's path: each message prepared (tokenised) on the micro-batcher's
-    collector thread, the batch screened on its runner, the next batch prepared during
-    the pass. Verdicts are exactly those of one screen_batch over the same texts."""
-    from alknet_firewall.screening import stages
-    from alknet_firewall_worker.batching import MicroBatcher
-
-    texts = [json.loads(line)["text"] for line in EXAMPLES.open(encoding="utf-8")][:16]
-    messages = [texts[i : i + 4] for i in range(0, len(texts), 4)]
-    expected = firewall.screen_batch(texts)
-    prepared = [firewall.prepare(message) for message in messages]
-    assert firewall.screen_prepared(prepared) == expected
-    batcher = MicroBatcher(
-        stages(firewall),
-        token_budget=sum(map(len, texts)) // 8,  # about two messages a batch: several passes
-        max_parcels=len(messages),
-        max_wait_s=0.05,
-        time_limit_s=600,
-        on_batch=lambda _stats: None,
-        on_overrun=lambda _seconds: None,
-    )
-    try:
-        futures = [batcher.submit(message) for message in messages]
-        got = [verdict for future in futures for verdict in future.result(timeout=600)]
-    finally:
-        batcher.close()
-    assert got == expected

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from alknet_firewall.errors import ScreeningError
 from alknet_firewall.rows import result_row, unreadable_row
 from alknet_firewall.schema import Document, Verdict
 from alknet_firewall.screening import ScreeningService, screen_isolating
-from alknet_firewall.sources import Record, UnreadableRecord, read_records
+from alknet_firewall.sources import UnreadableRecord, read_records
 from alknet_firewall.validation import text_problem
 from tests.queue_helpers import FakeScreener, fake_verdict
 
@@ -106,47 +105,3 @@ def test_the_codebooks_layers_windows_pooling_and_framing_win() -> None:
     assert settings.model.layers == [4, 8, 12, 16, 20] and settings.windows.pooling == "mean"
     assert settings.windows.framed is True
     assert fitted_settings(fitted, meta) is fitted
-
-
-class StagedFake(FakeScreener):
-    """The fake model in two steps (as `Firewall`), logging them: preparing raises on
-    "UNREADABLE"; screening chunk 0 waits until chunk 1 is being prepared."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log: list[str] = []
-        self.second_prepared = threading.Event()
-
-    def prepare(self, texts: Sequence[str]) -> list[str]:
-        self.log.append(f"prepare {len(texts)}")
-        if len(self.log) > 1:
-            self.second_prepared.set()
-        if any("UNREADABLE" in t for t in texts):
-            raise ValueError("the fake tokenizer chokes")
-        return list(texts)
-
-    def screen_prepared(self, parts: Sequence[list[str]]) -> list[Verdict]:
-        texts = [t for part in parts for t in part]
-        self.log.append(f"run {len(texts)}")
-        overlapped = self.second_prepared.wait(2)
-        self.log.append(f"ran {len(texts)} {'overlapped' if overlapped else 'alone'}")
-        return self.screen_batch(texts)
-
-
-def test_the_screen_loop_prepares_the_next_chunk_while_this_one_is_screened() -> None:
-    screener = StagedFake()
-    service = ScreeningService(screener)
-    chunks: list[list[Record]] = [
-        [Document(id=f"a{i}", text=f"first chunk {i}") for i in range(3)],
-        [Document(id="b0", text="an UNREADABLE text"), Document(id="b1", text="fine")],
-        [UnreadableRecord("in.jsonl", 9, None, "not valid JSON")],
-    ]
-    got = list(service.rows_by_chunk(iter(chunks)))
-    assert got[0] == ScreeningService(FakeScreener()).rows(chunks[0])
-    # Chunk 1 was being prepared (its prepare had begun) before chunk 0's pass ended.
-    assert screener.log[0] == "prepare 3" and "ran 3 overlapped" in screener.log
-    assert screener.log.index("prepare 2") < screener.log.index("ran 3 overlapped")
-    unreadable, fine = got[1]
-    assert unreadable["decision"] == "error" and "fake tokenizer" in unreadable["error"]
-    assert fine == result_row("b1", {}, fake_verdict("fine"))
-    assert [row["decision"] for row in got[2]] == ["error"]

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from alknet_firewall.config import WindowSettings
 from alknet_firewall.length_trend import WINDOW_TOKENS
 from alknet_firewall.model import DetectorModel
-from alknet_firewall.windows import Tokenized, iter_batches, tokenize_windows
+from alknet_firewall.windows import iter_batches, tokenize_windows
 
 # Part of the cache key: bump it when what a view means changes.
 VIEWS_VERSION = 2
@@ -64,29 +64,7 @@ def extract(
     progress: bool = False,
 ) -> WindowFeatures:
     """Run the model over all windows of `texts`, batched by token budget."""
-    tokenized = tokenize(model, texts, windows)
-    return extract_tokenized(model, tokenized, windows, token_budget, progress=progress)
-
-
-def tokenize(model: DetectorModel, texts: Sequence[str], windows: WindowSettings) -> Tokenized:
-    """The first half of `extract`, no model involved: each text cut into token windows.
-
-    Apart so that a caller can tokenise the next texts while the model runs on others
-    (the worker's micro-batcher does)."""
-    return tokenize_windows(model.tokenizer, texts, windows.size, windows.stride)
-
-
-def extract_tokenized(
-    model: DetectorModel,
-    tokenized: Tokenized,
-    windows: WindowSettings,
-    token_budget: int,
-    *,
-    progress: bool = False,
-) -> WindowFeatures:
-    """The second half of `extract`: the model over tokenised windows, batched by token
-    budget. Batches are planned here, over all the windows given, so that windows of
-    texts tokenised apart (`windows.concat_tokenized`) still share forward passes."""
+    tokenized = tokenize_windows(model.tokenizer, texts, windows.size, windows.stride)
     found = tokenized.windows
     views: dict[str, np.ndarray] = {}
     total_tokens = sum(len(window.token_ids) for window in found)

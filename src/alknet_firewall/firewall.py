@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +10,11 @@ import numpy as np
 from alknet_firewall.codebook import Codebook
 from alknet_firewall.codebook_settings import fitted_settings
 from alknet_firewall.config import Settings, load_settings
-from alknet_firewall.features import extract_tokenized, tokenize
+from alknet_firewall.features import extract
 from alknet_firewall.model import DetectorModel, TransformersDetector, forward_token_budget
 from alknet_firewall.schema import Alarm, Decision, Verdict
 from alknet_firewall.scoring import DocumentScores, score_documents
 from alknet_firewall.validation import text_problem
-from alknet_firewall.windows import Tokenized, concat_tokenized
 
 PACKAGED_CODEBOOK = Path(__file__).parent / "data" / "codebook"
 # Scores are reported to 4 decimals: beyond that they carry float noise from batch
@@ -24,21 +22,8 @@ PACKAGED_CODEBOOK = Path(__file__).parent / "data" / "codebook"
 SCORE_DECIMALS = 4
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedTexts:
-    """Texts ready for the model (`Firewall.prepare`): per text its refusal (an error
-    verdict) or None, and the windows of the texts not refused, in order."""
-
-    refusals: list[Verdict | None]
-    windows: Tokenized
-
-    def __len__(self) -> int:
-        return len(self.refusals)
-
-
 class Firewall:
-    """Screens untrusted text. Load once (seconds), then call `screen` / `screen_batch`,
-    or its two steps `prepare` and `screen_prepared` to tokenise ahead of the model."""
+    """Screens untrusted text. Load once (seconds), then call `screen` / `screen_batch`."""
 
     def __init__(self, model: DetectorModel, codebook: Codebook, settings: Settings) -> None:
         codebook.check_model(
@@ -81,33 +66,17 @@ class Firewall:
         """Screen many texts in length-sorted, token-budget batches; one verdict each, in order.
 
         A text that cannot be screened (not a string, empty, over the length limit) gets an
-        error verdict; the others are screened as usual. `prepare` then `screen_prepared`.
+        error verdict; the others are screened as usual.
         """
-        return self.screen_prepared([self.prepare(texts)], progress=progress)
-
-    def prepare(self, texts: Sequence[str]) -> PreparedTexts:
-        """What screening does before the model: refuse what cannot be screened and cut
-        the rest into token windows. No model runs, so a caller prepares the next texts
-        while the model screens others (the worker's micro-batcher, `screen`'s loop). Safe
-        on a second thread: the fast tokenizer is only read (its truncation and padding
-        stay off, so transformers never resets them under another call)."""
-        refusals = [self._refuse(text) for text in texts]
-        todo = [text for text, refusal in zip(texts, refusals, strict=True) if refusal is None]
-        return PreparedTexts(refusals, tokenize(self.model, todo, self.settings.windows))
-
-    def screen_prepared(
-        self, parts: Sequence[PreparedTexts], *, progress: bool = False
-    ) -> list[Verdict]:
-        """Run the model on prepared texts and score them: one verdict per text of every
-        part, in order. The parts share forward passes; each window is padded to its own
-        width, so the verdicts are those of `screen_batch` on the same texts."""
-        refusals = [refusal for part in parts for refusal in part.refusals]
-        tokenized = concat_tokenized([part.windows for part in parts])
-        verdicts: list[Verdict | None] = list(refusals)
-        todo = [i for i, refusal in enumerate(refusals) if refusal is None]
+        verdicts: list[Verdict | None] = [self._refuse(text) for text in texts]
+        todo = [i for i, verdict in enumerate(verdicts) if verdict is None]
         if todo:
-            features = extract_tokenized(
-                self.model, tokenized, self.settings.windows, self.token_budget, progress=progress
+            features = extract(
+                self.model,
+                [texts[i] for i in todo],
+                self.settings.windows,
+                self.token_budget,
+                progress=progress,
             )
             scores = score_documents(self.codebook, features)
             windows = np.bincount(features.doc, minlength=features.n_docs)

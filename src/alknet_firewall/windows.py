@@ -87,8 +87,6 @@ def tokenize_windows(
     tokenizer: Tokenizer, texts: Sequence[str], size: int, stride: int
 ) -> Tokenized:
     """Tokenise each text once and cut it into windows of at most `size` text tokens."""
-    if not texts:  # the tokenizer raises on an empty list (a batch of refusals only)
-        return Tokenized([], [])
     encoded = tokenizer(
         list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False
     )
@@ -104,22 +102,6 @@ def tokenize_windows(
                 Window(doc, tuple(ids[start:end]), offsets[start][0], offsets[end - 1][1])
             )
     return Tokenized(windows, [len(ids) for ids in all_ids])
-
-
-def concat_tokenized(parts: Sequence[Tokenized]) -> Tokenized:
-    """The windows of several tokenised lists of texts, as if tokenised as one list: the
-    same windows in the same order, their documents numbered on from part to part."""
-    if len(parts) == 1:
-        return parts[0]
-    windows: list[Window] = []
-    tokens_per_doc: list[int] = []
-    for part in parts:
-        offset = len(tokens_per_doc)
-        windows.extend(
-            Window(w.doc + offset, w.token_ids, w.char_start, w.char_end) for w in part.windows
-        )
-        tokens_per_doc.extend(part.tokens_per_doc)
-    return Tokenized(windows, tokens_per_doc)
 
 
 def padded_width(n_tokens: int) -> int:

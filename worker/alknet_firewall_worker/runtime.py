@@ -32,7 +32,7 @@ from alknet_firewall.queue.keys import Keys
 from alknet_firewall.queue.message import ScreenChunk
 from alknet_firewall.queue.redrive import Redrive
 from alknet_firewall.queue.store import ResultStore
-from alknet_firewall.screening import Screener, stages
+from alknet_firewall.screening import Screener
 from alknet_firewall_worker import heartbeat, metrics
 from alknet_firewall_worker.batching import MicroBatcher
 from alknet_firewall_worker.screening import Screening
@@ -90,7 +90,7 @@ def start(app: FirewallApp, load_screener: ScreenerFactory = load_firewall) -> R
     screener = load_screener(settings)
     store = ResultStore.from_settings(q)
     batcher = MicroBatcher(
-        stages(screener),  # tokenising the next batch overlaps the forward pass
+        screener.screen_batch,
         token_budget=q.batch.document_tokens,
         max_parcels=q.worker.concurrency,
         # A solo worker runs one task at a time: waiting for batch-mates only adds delay.

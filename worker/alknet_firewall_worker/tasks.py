@@ -2,10 +2,9 @@
 
 Acks are late (app config): the message is acked when the task returns, after every row
 of its chunk is stored (or after its halves are sent, when it was split). Redis errors
-that outlast the in-task retries, and a batcher that closed before the message's turn,
-requeue the message (`Reject(requeue=True)`): nothing is lost, and the rows already
-stored make the next delivery cheap. `alknet.screen`, the one-document message of older
-producers, is served as a chunk of one.
+that outlast the in-task retries requeue the message (`Reject(requeue=True)`): nothing is
+lost, and the rows already stored make the next delivery cheap. `alknet.screen`, the
+one-document message of older producers, is served as a chunk of one.
 """
 
 from __future__ import annotations
@@ -21,12 +20,10 @@ from alknet_firewall.queue.keys import result_field
 from alknet_firewall.queue.message import CHUNK_TASK_NAME, TASK_NAME, ScreenChunk, ScreenMessage
 from alknet_firewall.schema import text_digest
 from alknet_firewall_worker import metrics, runtime
-from alknet_firewall_worker.batching import BatcherClosed
 from alknet_firewall_worker.screening import ChunkReport, Outcome
 
-# Redis away (the store), the broker refusing a split's halves, or the worker stopping
-# before the message was screened: requeue, never drop.
-_REQUEUE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, OperationalError, BatcherClosed)
+# Redis away (the store), or the broker refusing a split's halves: requeue, never drop.
+_REQUEUE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, OperationalError)
 
 
 @shared_task(name=CHUNK_TASK_NAME)  # type: ignore[untyped-decorator]  # Celery: no hints

@@ -22,6 +22,7 @@ from pathlib import Path
 import redis
 
 from alknet_firewall.config import Settings, load_settings
+from alknet_firewall.queue.jobs import JobBook
 from alknet_firewall.queue.message import ScreenChunk
 from alknet_firewall.schema import Alarm, Decision, Verdict
 from alknet_firewall.screening import Screener
@@ -152,6 +153,12 @@ class Namespace:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
             time.sleep(0.1)
+
+    def wait_finished(self, jobs: JobBook, job: str, timeout_s: float = 60, what: str = "") -> None:
+        """Wait until `job` is enqueued in full and every one of its documents has a row."""
+        self.wait_for(
+            lambda: (p := jobs.progress(job)) is not None and p.finished, timeout_s, what or job
+        )
 
     def cleanup(self) -> None:
         keys = list(self.client.scan_iter(match=f"{self.prefix}*", count=1000))

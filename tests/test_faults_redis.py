@@ -280,11 +280,7 @@ def test_a_worker_waits_for_a_broker_that_is_down_then_screens(tmp_path: Path) -
                 texts = write_corpus(tmp_path / "in.jsonl", 10, "w")
                 enqueue(settings, str(tmp_path / "in.jsonl"), "w")
                 jobs = JobBook(ResultStore.from_settings(settings.queue))
-                ns.wait_for(
-                    lambda: (p := jobs.progress("w")) is not None and p.finished,
-                    60,
-                    "the job, once the broker is up",
-                )
+                ns.wait_finished(jobs, "w", what="the job, once the broker is up")
                 rows = list(jobs.rows("w"))
                 assert [r["decision"] for r in rows if r] == [
                     fake_verdict(t).decision.value for t in texts

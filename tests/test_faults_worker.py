@@ -177,9 +177,7 @@ def test_a_document_over_max_chars_gets_an_error_verdict_and_its_batch_mates_are
         log = tmp_path / "worker.log"
         with worker_process(ns, log, "--concurrency=8", fake=False, ALKNET_LIMITS__MAX_CHARS="200"):
             assert enqueue(settings, str(source), "long").sent == 8  # the producer let it through
-            ns.wait_for(
-                lambda: (p := jobs.progress("long")) is not None and p.finished, 60, "the job"
-            )
+            ns.wait_finished(jobs, "long")
         rows = list(jobs.rows("long"))
         assert all(row is not None for row in rows)
         long_row = rows[3]

@@ -97,10 +97,6 @@ def book(settings: Settings) -> JobBook:
     return JobBook(ResultStore.from_settings(settings.queue))
 
 
-def wait_finished(ns: Namespace, jobs: JobBook, job: str, timeout_s: float = 60) -> None:
-    ns.wait_for(lambda: (p := jobs.progress(job)) is not None and p.finished, timeout_s, job)
-
-
 def test_every_document_gets_exactly_one_verdict_equal_to_in_process(
     ns: Namespace, model: Model, tmp_path: Path
 ) -> None:
@@ -110,7 +106,7 @@ def test_every_document_gets_exactly_one_verdict_equal_to_in_process(
     with worker_process(ns, tmp_path / "worker.log", "--concurrency=16", fake=model.fake) as worker:
         report = enqueue(settings, str(source), "main")
         assert report.sent == 300
-        wait_finished(ns, jobs, "main")
+        ns.wait_finished(jobs, "main")
         sizes = worker.metric("alknet_batch_documents_sum")
         batches = worker.metric("alknet_batch_documents_count")
         singles = worker.metric('alknet_batch_documents_bucket{le="1.0"}')
@@ -170,7 +166,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     interrupted = jobs.progress("kill")
     assert interrupted is not None and 8 <= interrupted.done < 60
     with worker_process(ns, log, "--concurrency=8", fake=model.fake):
-        wait_finished(ns, jobs, "kill", timeout_s=60)
+        ns.wait_finished(jobs, "kill", timeout_s=60)
     progress = jobs.progress("kill")
     assert progress is not None and (progress.total, progress.done, progress.errors) == (60, 60, 0)
     results = ns.client.hgetall(f"{ns.prefix}job:kill:results")
@@ -196,7 +192,7 @@ def test_a_pickled_message_is_rejected_unread(ns: Namespace, tmp_path: Path) -> 
         )
         source, _texts = corpus(tmp_path / "in.jsonl", 1)
         enqueue(settings, str(source), "pk")
-        wait_finished(ns, book(settings), "pk")  # the JSON message behind it was screened
+        ns.wait_finished(book(settings), "pk")  # the JSON message behind it was screened
         ns.wait_for(lambda: ns.client.llen(f"{ns.prefix}screen") == 0, 10, "an empty queue")
     assert not marker.exists()
     assert [field.split(":", 1)[1] for field in ns.client.hkeys(f"{ns.prefix}job:pk:results")] == [
@@ -235,7 +231,7 @@ def test_a_document_the_model_fails_on_gets_an_error_verdict_and_spares_its_batc
     jobs = book(settings)
     with worker_process(ns, tmp_path / "worker.log", "--concurrency=16"):
         enqueue(settings, str(source), "poison")
-        wait_finished(ns, jobs, "poison", timeout_s=30)
+        ns.wait_finished(jobs, "poison", timeout_s=30)
     rows = list(jobs.rows("poison"))
     assert all(r is not None for r in rows)
     errors = [r for r in rows if r and r["decision"] == "error"]
@@ -266,7 +262,7 @@ def test_screen_and_the_queue_give_the_same_rows_for_a_mixed_file(
     in_process = ScreeningService(model.screener).rows(records)
     with worker_process(ns, tmp_path / "worker.log", "--concurrency=4", fake=model.fake):
         enqueue(settings, str(source), "mixed")
-        wait_finished(ns, book(settings), "mixed")
+        ns.wait_finished(book(settings), "mixed")
     exported = tmp_path / "out.jsonl"
     for key, value in ns.env.items():
         monkeypatch.setenv(key, value)
@@ -306,7 +302,7 @@ def test_with_the_shipped_settings_a_killed_workers_chunks_are_stored_within_two
             killed = time.monotonic()
         assert jobs.progress("oom").done == 0  # type: ignore[union-attr]
         with worker_process(ns, log):
-            wait_finished(ns, jobs, "oom", timeout_s=150)
+            ns.wait_finished(jobs, "oom", timeout_s=150)
             recovered_s = time.monotonic() - killed
         print(f"every row stored {recovered_s:.1f} s after the kill")
         assert recovered_s < 120
@@ -329,7 +325,7 @@ def test_a_live_worker_keeps_a_message_it_holds_longer_than_the_visibility_timeo
         jobs = book(settings)
         with worker_process(ns, tmp_path / "worker.log", FAKE_DELAY_S="8") as worker:
             enqueue(settings, str(source), "long")
-            wait_finished(ns, jobs, "long", timeout_s=60)
+            ns.wait_finished(jobs, "long", timeout_s=60)
             split = worker.metric('alknet_messages_total{outcome="split"}')
             stored = worker.metric('alknet_messages_total{outcome="stored"}')
         assert (split, stored) == (0, 1)

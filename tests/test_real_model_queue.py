@@ -42,9 +42,7 @@ def test_queued_verdicts_equal_in_process_ones(tmp_path: Path) -> None:
         with worker_process(ns, tmp_path / "worker.log", "--concurrency=8", fake=False):
             report = enqueue(settings, str(source), "same")
             assert report.sent == len(records) and report.messages > 1
-            ns.wait_for(
-                lambda: (p := jobs.progress("same")) is not None and p.finished, 600, "the job"
-            )
+            ns.wait_finished(jobs, "same", timeout_s=600)
         rows = list(jobs.rows("same"))
 
     assert [row["id"] if row else None for row in rows] == [r["id"] for r in records]

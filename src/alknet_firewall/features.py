@@ -168,12 +168,6 @@ def take_docs(features: WindowFeatures, docs: np.ndarray) -> WindowFeatures:
     return WindowFeatures(kept.views, position[kept.doc], kept.spans, features.tokens_per_doc[docs])
 
 
-def select_docs(features: WindowFeatures, first: int, stop: int) -> WindowFeatures:
-    """The features of documents first..stop-1, renumbered from 0."""
-    kept = features.rows((features.doc >= first) & (features.doc < stop))
-    return WindowFeatures(kept.views, kept.doc - first, kept.spans, kept.tokens_per_doc[first:stop])
-
-
 def concat(parts: Sequence[WindowFeatures]) -> WindowFeatures:
     """Features of several lists of texts, one after the other."""
     offsets = np.cumsum([0] + [part.n_docs for part in parts])

@@ -95,6 +95,22 @@ def variants(layers: list[int]) -> list[Variant]:
             {"views": ["attention", *means], "length_adjust": True, "smoothing": 3.0},
         ),
         Variant("shipped", {}),  # the config defaults
+        # attention to the most-attended span of the window (model.ATTENTION_SPANS), the
+        # rest as shipped
+        Variant("attention_span8", {"views": ["attention_span8"]}),
+        Variant("attention_span32", {"views": ["attention_span32"]}),
+        Variant("shipped + attention_span8", {"views": [*chosen, "attention_span8"]}),
+        Variant("shipped + attention_span32", {"views": [*chosen, "attention_span32"]}),
+        Variant(
+            "shipped + both spans", {"views": [*chosen, "attention_span8", "attention_span32"]}
+        ),
+        Variant(
+            "spans instead of attention",
+            {"views": ["attention_span8", "attention_span32", "mean8", "mean16"]},
+        ),
+        # each dimension's maximum over the window beside (or instead of) its mean
+        Variant("shipped + max16", {"views": [*chosen, "max16"]}),
+        Variant("attention + max8, max16", {"views": ["attention", "max8", "max16"]}),
     ]
 
 

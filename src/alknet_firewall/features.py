@@ -24,7 +24,7 @@ from alknet_firewall.model import DetectorModel
 from alknet_firewall.windows import iter_batches, tokenize_windows
 
 # Part of the cache key: bump it when what a view means changes.
-VIEWS_VERSION = 2
+VIEWS_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -94,23 +94,15 @@ def variants(layers: list[int]) -> list[Variant]:
             "attention + means, length adjusted",
             {"views": ["attention", *means], "length_adjust": True, "smoothing": 3.0},
         ),
-        Variant("shipped", {}),  # the config defaults
-        # attention to the most-attended span of the window (model.ATTENTION_SPANS), the
-        # rest as shipped
-        Variant("attention_span8", {"views": ["attention_span8"]}),
-        Variant("attention_span32", {"views": ["attention_span32"]}),
-        Variant("shipped + attention_span8", {"views": [*chosen, "attention_span8"]}),
-        Variant("shipped + attention_span32", {"views": [*chosen, "attention_span32"]}),
-        Variant(
-            "shipped + both spans", {"views": [*chosen, "attention_span8", "attention_span32"]}
-        ),
-        Variant(
-            "spans instead of attention",
-            {"views": ["attention_span8", "attention_span32", "mean8", "mean16"]},
-        ),
+        Variant("cb-71bff6805201: attention, mean8, mean16", {"views": chosen}),
+        Variant("shipped", {}),  # the config defaults: + max16
+        Variant("attention, shipped settings", {"views": ["attention"]}),
         # each dimension's maximum over the window beside (or instead of) its mean
-        Variant("shipped + max16", {"views": [*chosen, "max16"]}),
         Variant("attention + max8, max16", {"views": ["attention", "max8", "max16"]}),
+        Variant("shipped + max8", {"views": [*chosen, "max8", "max16"]}),
+        Variant("shipped, max12 for max16", {"views": [*chosen, "max12"]}),
+        Variant("shipped, max20 for max16", {"views": [*chosen, "max20"]}),
+        Variant("shipped + max20", {"views": [*chosen, "max16", "max20"]}),
     ]
 
 

@@ -170,7 +170,7 @@ def fold_masks(rows: LabelledRows, group: str, genres: set[str]) -> np.ndarray:
         | np.isin(groups, [g for g in genres if g not in WRAPPERS])
         | np.isin(files, list(EVALUATION_ONLY))
     )
-    return natural | (synthetic & np.isin(hosts, list(genres)))
+    return np.asarray(natural | (synthetic & np.isin(hosts, list(genres))))
 
 
 def leave_groups_out(rows: LabelledRows, scorers: dict[str, Scorer]) -> HeldOutScores:

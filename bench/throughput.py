@@ -222,12 +222,14 @@ def naive_views(
                 ratios.append(torch.log(task + 1e-6) - torch.log(document + 1e-6))
             views[name] = torch.cat(ratios, dim=1).numpy()
             continue
-        layer = int(name.removeprefix("final").removeprefix("mean"))
+        layer = int(name.removeprefix("final").removeprefix("mean").removeprefix("max"))
         states = out.hidden_states[layer].float().cpu()
+        weights = text.unsqueeze(-1)
         if name.startswith("final"):
             views[name] = states[rows, last].numpy()
+        elif name.startswith("max"):
+            views[name] = states.masked_fill(weights == 0, float("-inf")).amax(1).numpy()
         else:
-            weights = text.unsqueeze(-1)
             views[name] = ((states * weights).sum(1) / weights.sum(1)).numpy()
     return views
 

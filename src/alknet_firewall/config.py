@@ -98,7 +98,7 @@ class CodebookSettings(Section):
     grid_points: int = Field(default=128, ge=16)
     smoothing: float = Field(default=30.0, gt=0.0)
     signals: Literal["one", "per_kind"] = "one"
-    views: list[str] = Field(default_factory=lambda: ["attention", "mean8", "mean16"])
+    views: list[str] = Field(default_factory=lambda: ["attention", "mean8", "mean16", "max16"])
     novelty: bool = False
     discriminant: bool = True
     length_adjust: bool = True

@@ -54,8 +54,7 @@ class DetectorModel(Protocol):
         frame's last token at each layer (`final8`), the end of the prompt where the model
         would start answering, and `attention`: per head of every layer run, how that
         token's attention splits between the task sentence and the window (Attention
-        Tracker's ratio, as log-odds), and `attention_spanN`: the task's share against the
-        most-attended N consecutive tokens of the window instead of all of them."""
+        Tracker's ratio, as log-odds)."""
         ...
 
 
@@ -105,11 +104,6 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
 # layer outputs, plus the attention row of each window's last token, the only row the
 # attention view reads (a full eager attention matrix per layer would be thrown away).
 LAST_ROW_ATTENTION = "alknet_sdpa_last_row"
-
-# Widths (tokens) of the spans whose attention `attention_spanN` compares with the task's:
-# an instruction hidden in a window draws the answer's attention to its few tokens, which
-# the whole-window `attention` view dilutes with the ordinary text around it.
-ATTENTION_SPANS = (8, 32)
 
 
 class TransformersDetector:
@@ -194,7 +188,6 @@ class TransformersDetector:
         rows = torch.arange(ids.shape[0], device=self.device)
         out: dict[str, torch.Tensor] = {}
         ratios: list[torch.Tensor] = []
-        spans: dict[int, list[torch.Tensor]] = {width: [] for width in ATTENTION_SPANS}
 
         def capture_state(
             layer: int, module: torch.nn.Module, args: object, output: object
@@ -216,16 +209,13 @@ class TransformersDetector:
             weights = output[1]  # (windows, heads, keys): the last token's attention row
             assert isinstance(weights, torch.Tensor)
             start, end = self.frame.task
-            task = torch.log(weights[:, :, start:end].sum(dim=-1) + 1e-6)
+            task = weights[:, :, start:end].sum(dim=-1)
             prefix = len(self.frame.prefix)
             text = pool_mask.to(torch.float32)[:, None, :]
-            on_text = weights[:, :, prefix:] * text
+            document = (weights[:, :, prefix:] * text).sum(dim=-1)
             # log-odds of Attention Tracker's task / (task + document): unbounded, so the
             # codebook's standardising and densities see a spread-out scale, not a [0, 1] pile
-            ratios.append(task - torch.log(on_text.sum(dim=-1) + 1e-6))
-            for width in ATTENTION_SPANS:
-                peak = span_peak(on_text, width)
-                spans[width].append(task - torch.log(peak + 1e-6))
+            ratios.append(torch.log(task + 1e-6) - torch.log(document + 1e-6))
 
         hooks = [
             self.model.layers[layer - 1].register_forward_hook(partial(capture_state, layer))
@@ -245,8 +235,6 @@ class TransformersDetector:
         views = {name: array.cpu().numpy() for name, array in out.items()}
         if ratios:
             views["attention"] = torch.cat(ratios, dim=1).cpu().numpy()
-            for width, peaks in spans.items():
-                views[f"attention_span{width}"] = torch.cat(peaks, dim=1).cpu().numpy()
         return views
 
     def _inputs(self, ids: torch.Tensor, attention: torch.Tensor) -> dict[str, object]:
@@ -303,18 +291,6 @@ def _last_row_attention(
 
 AttentionInterface.register(LAST_ROW_ATTENTION, _last_row_attention)
 AttentionMaskInterface.register(LAST_ROW_ATTENTION, sdpa_mask)
-
-
-def span_peak(on_text: torch.Tensor, width: int) -> torch.Tensor:
-    """Per (window, head), the most attention any `width` consecutive text tokens get.
-
-    `on_text` is (windows, heads, tokens), zero off the text; a window shorter than `width`
-    counts all of its text. Each sum covers its own tokens only, so padding changes nothing.
-    """
-    windows, heads, tokens = on_text.shape
-    padded = torch.nn.functional.pad(on_text.reshape(windows * heads, 1, tokens), (0, width - 1))
-    sums = torch.nn.functional.avg_pool1d(padded, width, stride=1) * width
-    return sums.amax(dim=-1).reshape(windows, heads)
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:

@@ -23,7 +23,8 @@ from alknet_firewall.length_trend import WINDOW_TOKENS
 from alknet_firewall.model import DetectorModel
 from alknet_firewall.windows import iter_batches, tokenize_windows
 
-# Part of the cache key: bump it when what a view means changes.
+# Part of the cache key: bump it when what a view means changes, or which views a pass
+# gives (3: maxN added; caches without it would lack the views a codebook asks for).
 VIEWS_VERSION = 3
 
 

@@ -135,7 +135,9 @@ def main() -> int:
             continue
         began = time.time()
         configured = configure(settings, variant)
-        held = leave_groups_out(sample.rows, {"codebook": codebook_scorer(sample, configured)})
+        held = leave_groups_out(
+            sample.rows, {"codebook": codebook_scorer(sample, configured)}, args.train_share
+        )
         m = {name: subset_metrics(held, labels, mask)["codebook"] for name, mask in subsets.items()}
         line = (
             f"| {variant.name} | {fmt(m['all']['auroc'])} | {fmt(m['all']['tpr_at_1pct_fpr'])} "

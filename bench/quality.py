@@ -101,7 +101,7 @@ def main() -> int:
         scorers["probe"] = probe_scorer(sample, settings)
     if "tfidf" in methods:
         scorers["tfidf"] = tfidf_scorer(sample.rows, settings)
-    held = leave_groups_out(sample.rows, scorers)
+    held = leave_groups_out(sample.rows, scorers, args.train_share)
     report = render(sample, held, settings, args, time.time() - started)
     print(report)
     if args.out:
@@ -114,6 +114,13 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-file", type=int, default=200, help="seeded sample per file")
     parser.add_argument("--poison-per-group", type=int, default=150)
     parser.add_argument("--config", default=None)
+    parser.add_argument(
+        "--train-share",
+        type=float,
+        default=1.0,
+        help="fit each fold on this seeded share of its training rows (a learning curve: "
+        "the held-out rows stay the same)",
+    )
 
 
 def sample_rows(args: argparse.Namespace, settings: Settings) -> LabelledRows:
@@ -173,7 +180,14 @@ def fold_masks(rows: LabelledRows, group: str, genres: set[str]) -> np.ndarray:
     return np.asarray(natural | (synthetic & np.isin(hosts, list(genres))))
 
 
-def leave_groups_out(rows: LabelledRows, scorers: dict[str, Scorer]) -> HeldOutScores:
+def leave_groups_out(
+    rows: LabelledRows, scorers: dict[str, Scorer], train_share: float = 1.0
+) -> HeldOutScores:
+    """Score every document by methods fitted on folds that hold out its group and genres;
+    `train_share` < 1 fits on that seeded share of each fold's training rows."""
+    if not 0.0 < train_share <= 1.0:
+        raise ValueError(f"--train-share must be in (0, 1], got {train_share}")
+    kept = np.random.default_rng(0).random(len(rows)) < train_share
     n = len(rows)
     held = HeldOutScores(
         scores={m: np.full(n, np.nan) for m in scorers},
@@ -182,7 +196,7 @@ def leave_groups_out(rows: LabelledRows, scorers: dict[str, Scorer]) -> HeldOutS
     )
     for fold, (group, genres) in enumerate(fold_plan(rows)):
         test_mask = fold_masks(rows, group, genres)
-        train = np.flatnonzero(~test_mask)
+        train = np.flatnonzero(~test_mask & kept)
         test = np.flatnonzero(test_mask & (held.fold < 0))
         print(
             f"fold {fold}: hold out {group} + {sorted(genres)}: train {train.size}, "

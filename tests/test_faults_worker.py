@@ -123,12 +123,12 @@ def test_a_poison_document_is_cornered_by_splitting_and_every_document_gets_one_
         "ALKNET_QUEUE__WORKER__RETRY_BACKOFF_MAX_S": "0.5",
         "ALKNET_QUEUE__PRODUCER__MESSAGE_DOCS": "4",
         # A worker that dies between Kombu's BRPOP and its unacked record loses the message
-        # it was taking, and only re-drive sends it again: at the shipped 120 s that would
-        # use up most of the 180 s below. Not much shorter either: at 5 s the sweep fired
-        # between deaths (a restart and the 3 s visibility take about that long) and raced
-        # the restore of the dead worker's messages, so copies of the poisoned chunk went
-        # round with fresh pass counts (11 deaths in one CI run instead of 4).
-        "ALKNET_QUEUE__WORKER__REDRIVE_AFTER_S": "30",
+        # it was taking, and only re-drive sends it again. 5 s, far below the shipped 120 s,
+        # on purpose: the sweep then fires between deaths and races the restore of the dead
+        # worker's messages, so copies of the poisoned chunk go round. A copy of a chunk
+        # that was split already is dropped and a chunk id is split once (store.py); before
+        # those rules one CI run counted 11 deaths here instead of 4.
+        "ALKNET_QUEUE__WORKER__REDRIVE_AFTER_S": "5",
     }
     texts = [f"ordinary text {i}" for i in range(12)]
     texts[5] = f"this one will {poison} the model"

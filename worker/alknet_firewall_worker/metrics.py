@@ -32,7 +32,8 @@ DOCUMENTS = Counter(
 MESSAGES = Counter(
     "alknet_messages_total",
     "Messages (chunks of documents) handled, by outcome: stored (every row written), split "
-    "(delivered before and never finished: sent back as two halves)",
+    "(delivered before and never finished: sent back as two halves), superseded (a copy of "
+    "a chunk already split: dropped, its halves carry its documents)",
     ["outcome"],
     registry=REGISTRY,
 )

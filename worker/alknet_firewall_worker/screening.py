@@ -1,13 +1,14 @@
 """What a worker does with one delivered chunk, apart from Celery's plumbing.
 
 In order, with one Redis round trip before and one after, whatever the chunk's size:
-look up how often the chunk was in a forward pass that never ended, which documents
-already have rows (a redelivery) and which verdicts are cached. A chunk whose worker died
-or hung in a forward pass on it is split: its unfinished documents go back to the queue
-as two suspect halves, so a document that kills its worker is cornered in a few
-redeliveries while its chunk-mates get their verdicts. A chunk of one whose passes died
-`max_deliveries` times gets an error row instead of looping forever (Redis has no
-dead-letter queue). Everything else is screened in a micro-batch (alone when suspect),
+look up whether the chunk is still outstanding, how often it was in a forward pass that
+never ended, which documents already have rows (a redelivery) and which verdicts are
+cached. A copy of a chunk that was split already is dropped: the halves cover it. A chunk
+whose worker died or hung in a forward pass on it is split, once: its unfinished
+documents go back to the queue as two suspect halves, so a document that kills its worker
+is cornered in a few redeliveries while its chunk-mates get their verdicts. A chunk of
+one whose passes died `max_deliveries` times gets an error row instead of looping forever
+(Redis has no dead-letter queue). Everything else is screened in a micro-batch (alone when suspect),
 and rows, cache entries and counters are stored together. A document the model raises
 on alone is retried a few times in place, then stored as an error row.
 
@@ -49,10 +50,17 @@ class Outcome(StrEnum):
 
 @dataclass(slots=True)
 class ChunkReport:
-    """What became of one delivered chunk: its documents' outcomes, or a split."""
+    """What became of one delivered chunk: its documents' outcomes, or a split, or
+    nothing (a copy of a chunk split before: its halves carry its documents)."""
 
     outcomes: Counter[Outcome] = field(default_factory=Counter)
     split: bool = False
+    superseded: bool = False
+
+    @property
+    def fate(self) -> str:
+        """The message's outcome label: stored, split or superseded."""
+        return "split" if self.split else "superseded" if self.superseded else "stored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +84,16 @@ class Screening:
         pending = [i for i, done in enumerate(start.done) if not done]
         report = ChunkReport()
         report.outcomes[Outcome.DUPLICATE] = len(chunk.docs) - len(pending)
+        if start.superseded and pending:
+            report.superseded = True
+            return report
         if start.started and len(pending) > 1:
             parts = chunk.halves([chunk.docs[i] for i in pending])
-            self._redis(lambda: self.store.replace_chunk(chunk.job, chunk.id, parts))
-            self.resend(parts)
-            report.split = True
+            if self._redis(lambda: self.store.replace_chunk(chunk.job, chunk.id, parts)):
+                self.resend(parts)
+                report.split = True
+            else:  # another copy of the chunk was split first
+                report.superseded = True
             return report
         answers = self._answers(chunk, pending, start)
         rows: list[Row] = []

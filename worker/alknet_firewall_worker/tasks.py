@@ -46,13 +46,13 @@ def _handle(chunk: ScreenChunk) -> str:
         metrics.ERRORS.labels("store").inc()
         raise Reject(exc, requeue=True) from exc
     _count(report)
-    if report.split:
-        return "split"
+    if report.split or report.superseded:
+        return report.fate
     return " ".join(f"{outcome.value}={n}" for outcome, n in report.outcomes.items() if n)
 
 
 def _count(report: ChunkReport) -> None:
-    metrics.MESSAGES.labels("split" if report.split else "stored").inc()
+    metrics.MESSAGES.labels(report.fate).inc()
     for outcome, n in report.outcomes.items():
         if n:
             metrics.DOCUMENTS.labels(outcome.value).inc(n)

@@ -12,8 +12,10 @@ Per job (expire `results.ttl_s` after the last write):
     job:{job}:deliveries  hash    chunk id -> forward passes begun on that chunk and never
                                   finished (no DLQ in Redis). Until 2026-11 the field was a
                                   document's result field, counting deliveries.
-    job:{job}:chunks      hash    chunk id -> the message (JSON) until all its rows are stored:
-                                  what a re-drive sends again when a message was lost
+    job:{job}:chunks      hash    chunk id -> the message (JSON) until all its rows are stored
+                                  or it is split into halves: what a re-drive sends again when
+                                  a message was lost; a delivered chunk that a non-empty outbox
+                                  does not list is a superseded copy, and is dropped
 Shared:
     jobs                       zset    jobs with chunks outstanding -> when registered; the
                                        re-drive sweep reads it and drops finished jobs

@@ -35,7 +35,9 @@ class MemoryStore:
         self, job: str, chunk_id: str, fields: Sequence[str], codebook: str, digests: Sequence[str]
     ) -> ChunkStart:
         with self._lock:
+            outbox = {chunk for (j, chunk) in self.chunks if j == job}
             return ChunkStart(
+                superseded=bool(outbox) and chunk_id not in outbox,
                 started=self.deliveries[(job, chunk_id)],
                 done=[(job, field) in self.rows for field in fields],
                 cached=[self.cache.get((codebook, digest)) for digest in digests],
@@ -64,11 +66,13 @@ class MemoryStore:
         with self._lock:
             self.chunks.update({(job, chunk.id): chunk for chunk in chunks})
 
-    def replace_chunk(self, job: str, chunk_id: str, parts: Sequence[ScreenChunk]) -> None:
-        self.add_chunks(job, parts)
+    def replace_chunk(self, job: str, chunk_id: str, parts: Sequence[ScreenChunk]) -> bool:
         with self._lock:
-            self.chunks.pop((job, chunk_id), None)
+            if self.chunks.pop((job, chunk_id), None) is None:
+                return False
             self.deliveries.pop((job, chunk_id), None)
+            self.chunks.update({(job, part.id): part for part in parts})
+            return True
 
     def count_starts(self, chunks: Sequence[tuple[str, str]]) -> None:
         with self._lock:

@@ -6,10 +6,17 @@ delivered twice, or two workers racing on the same document, leave exactly one r
 count it once. Verdicts are also cached by content digest + codebook version, shared by
 all jobs: same text, same codebook, same verdict.
 
-A worker talks to Redis twice per chunk, whatever its size: `begin_chunk` (how often the
-chunk was in a forward pass before, which documents have rows, which verdicts are cached)
-and `finish_chunk` (rows, counters, cache entries, and the chunk off the job's outbox),
-each one pipeline; and once per forward pass, `count_starts` for the chunks in it.
+A worker talks to Redis twice per chunk, whatever its size: `begin_chunk` (whether the
+chunk is still outstanding, how often it was in a forward pass before, which documents
+have rows, which verdicts are cached) and `finish_chunk` (rows, counters, cache entries,
+and the chunk off the job's outbox), each one pipeline; and once per forward pass,
+`count_starts` for the chunks in it.
+
+A chunk id is split at most once (`replace_chunk` is atomic and says whether it won), and a
+delivered copy of a chunk that its job's outbox no longer lists is superseded: a copy
+already split into halves, which cover its documents. Copies arise where a dead worker's
+restored messages meet a re-drive of the same chunks; without both rules each copy of a
+poisoned chunk was split again and killed another worker (11 deaths in one fault test).
 """
 
 from __future__ import annotations
@@ -54,6 +61,19 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return written
 """
 
+# KEYS: chunks, deliveries, meta, jobs. ARGV: chunk id, now, ttl, JobField.LAST_SENT_AT,
+# job, then (part id, part JSON) pairs. Puts the parts in the outbox in the chunk's place
+# only if the chunk was still there; returns 1 if so, 0 if another copy split it first.
+_SPLIT_CHUNK = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[2])
+redis.call('ZADD', KEYS[4], 'NX', ARGV[2], ARGV[5])
+return 1
+"""
+
 Row = tuple[str, dict[str, Any]]  # (result field, row)
 
 
@@ -61,6 +81,7 @@ Row = tuple[str, dict[str, Any]]  # (result field, row)
 class ChunkStart:
     """What Redis knows of a chunk as a worker starts on it."""
 
+    superseded: bool  # the job's outbox lists other chunks but not this one: split before
     started: int  # forward passes begun on this chunk that never finished it
     done: list[bool]  # per document: the job already has its row
     cached: list[Verdict | None]  # per document: the shared cache's verdict
@@ -78,7 +99,7 @@ class ChunkStore(Protocol):
         self, job: str, chunk_id: str, rows: Sequence[Row], verdicts: Sequence[tuple[str, Verdict]]
     ) -> int: ...
 
-    def replace_chunk(self, job: str, chunk_id: str, parts: Sequence[ScreenChunk]) -> None: ...
+    def replace_chunk(self, job: str, chunk_id: str, parts: Sequence[ScreenChunk]) -> bool: ...
 
     def count_starts(self, chunks: Sequence[tuple[str, str]]) -> None: ...
 
@@ -99,10 +120,12 @@ class ResultStore:
     def begin_chunk(
         self, job: str, chunk_id: str, fields: Sequence[str], codebook: str, digests: Sequence[str]
     ) -> ChunkStart:
-        """How often the chunk entered a forward pass before; which documents are done
-        or cached."""
+        """Whether the chunk was superseded, how often it entered a forward pass before;
+        which documents are done or cached."""
         k = self.keys
         pipe = self.client.pipeline(transaction=False)
+        pipe.exists(k.job_chunks(job))
+        pipe.hexists(k.job_chunks(job), chunk_id)
         pipe.hget(k.job_deliveries(job), chunk_id)
         # HMGET and MGET refuse an empty list of names.
         if fields:
@@ -110,10 +133,13 @@ class ResultStore:
         if digests:
             pipe.mget([k.cache(codebook, digest) for digest in digests])
         replies = pipe.execute()
-        rows = replies[1] if fields else []
+        rows = replies[3] if fields else []
         cached = replies[-1] if digests else []
         return ChunkStart(
-            started=int(replies[0] or 0),
+            # An empty outbox is gone from Redis: every chunk finished (or the job expired),
+            # and the copy goes on to find its documents done, or to screen them.
+            superseded=bool(replies[0]) and not replies[1],
+            started=int(replies[2] or 0),
             done=[row is not None for row in rows],
             cached=[None if raw is None else Verdict.model_validate_json(raw) for raw in cached],
         )
@@ -167,13 +193,22 @@ class ResultStore:
         pipe.hset(k.job_meta(job), JobField.LAST_SENT_AT, time.time())
         pipe.zadd(k.jobs, {job: time.time()}, nx=True)
 
-    def replace_chunk(self, job: str, chunk_id: str, parts: Sequence[ScreenChunk]) -> None:
-        """In the outbox, `parts` (a split chunk's halves) take the place of `chunk_id`."""
-        pipe = self.client.pipeline(transaction=True)
-        self.add_chunks(pipe, job, parts)
-        pipe.hdel(self.keys.job_chunks(job), chunk_id)
-        pipe.hdel(self.keys.job_deliveries(job), chunk_id)
-        pipe.execute()
+    def replace_chunk(self, job: str, chunk_id: str, parts: Sequence[ScreenChunk]) -> bool:
+        """In the outbox, `parts` (a split chunk's halves) take the place of `chunk_id`, if
+        it is still there; False when another copy of the chunk was split (or finished)
+        first, and its halves must not be sent twice."""
+        k = self.keys
+        keys = [k.job_chunks(job), k.job_deliveries(job), k.job_meta(job), k.jobs]
+        args: list[str | int | float] = [
+            chunk_id,
+            time.time(),
+            k.results_ttl_s,
+            JobField.LAST_SENT_AT,
+            job,
+        ]
+        for part in parts:
+            args += [part.id, part.model_dump_json()]
+        return bool(self.client.eval(_SPLIT_CHUNK, len(keys), *keys, *args))
 
     def count_starts(self, chunks: Sequence[tuple[str, str]]) -> None:
         """Count a forward pass begun on each (job, chunk id). Counted as the pass starts,

@@ -103,10 +103,6 @@ def variants(layers: list[int]) -> list[Variant]:
         Variant("shipped, max12 for max16", {"views": [*chosen, "max12"]}),
         Variant("shipped, max20 for max16", {"views": [*chosen, "max20"]}),
         Variant("shipped + max20", {"views": [*chosen, "max16", "max20"]}),
-        # with more training rows, densities and bases that the 200-per-file sample
-        # could not support
-        Variant("shipped, rank 96", {"rank": 96}),
-        Variant("shipped, smoothing 10", {"smoothing": 10.0}),
     ]
 
 

@@ -8,9 +8,9 @@ whose worker died or hung in a forward pass on it is split, once: its unfinished
 documents go back to the queue as two suspect halves, so a document that kills its worker
 is cornered in a few redeliveries while its chunk-mates get their verdicts. A chunk of
 one whose passes died `max_deliveries` times gets an error row instead of looping forever
-(Redis has no dead-letter queue). Everything else is screened in a micro-batch (alone when suspect),
-and rows, cache entries and counters are stored together. A document the model raises
-on alone is retried a few times in place, then stored as an error row.
+(Redis has no dead-letter queue). Everything else is screened in a micro-batch (alone
+when suspect), and rows, cache entries and counters are stored together. A document the
+model raises on alone is retried a few times in place, then stored as an error row.
 
 Every Redis call is retried on transient errors; what still fails propagates, and the
 task requeues the message.

@@ -64,6 +64,9 @@ return written
 # KEYS: chunks, deliveries, meta, jobs. ARGV: chunk id, now, ttl, JobField.LAST_SENT_AT,
 # job, then (part id, part JSON) pairs. Puts the parts in the outbox in the chunk's place
 # only if the chunk was still there; returns 1 if so, 0 if another copy split it first.
+# It repeats `add_chunks`'s bookkeeping because the removal and the additions must be one
+# step: a worker dying between them would leave the documents in no outbox entry, and
+# its redelivered copy would then be dropped as superseded.
 _SPLIT_CHUNK = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])

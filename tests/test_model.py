@@ -15,7 +15,14 @@ from transformers import AutoModel
 
 from alknet_firewall import features as features_module
 from alknet_firewall.config import load_settings
-from alknet_firewall.features import WindowFeatures, cached_extract, extract
+from alknet_firewall.features import (
+    WindowFeatures,
+    cache_path,
+    cached_extract,
+    extract,
+    store,
+    text_digest,
+)
 from alknet_firewall.framing import TASK
 from alknet_firewall.model import TransformersDetector
 from alknet_firewall.model_files import ModelSourceError, resolve_model_folder
@@ -175,7 +182,8 @@ def test_a_cached_list_of_texts_lends_its_texts_to_a_new_list(
         return real_extract(model, texts, *args, **kwargs)
 
     monkeypatch.setattr(features_module, "extract", recording)
-    request = [BENIGN_SENTENCES[1], long, BENIGN_SENTENCES[0]]
+    # `long` twice: a text repeated in one request gets its windows at both places
+    request = [BENIGN_SENTENCES[1], long, BENIGN_SENTENCES[0], long]
     got = cached_extract(detector, request, windows, 4096, tmp_path)
     assert modelled == [[BENIGN_SENTENCES[1]]]  # only the text no cache file held
     want = real_extract(detector, request, windows, 4096)
@@ -188,3 +196,18 @@ def test_a_cached_list_of_texts_lends_its_texts_to_a_new_list(
     again = cached_extract(detector, request, windows, 4096, tmp_path)
     assert len(modelled) == 1  # the new list is a cache file of its own now
     np.testing.assert_array_equal(again.views["mean2"], got.views["mean2"])
+
+
+def test_a_cache_file_that_lost_a_texts_windows_is_repaired(
+    detector: TransformersDetector, tmp_path: Path
+) -> None:
+    windows = load_settings(windows={"size": 32, "stride": 24}).windows
+    texts = [BENIGN_SENTENCES[0], " ".join(BENIGN_SENTENCES * 2)]
+    want = cached_extract(detector, texts, windows, 4096, tmp_path)
+    path = cache_path(detector, texts, windows, tmp_path)
+    # what the cache held when a repeated text lost its windows: text 1 has none
+    store(want.rows(want.doc == 0), [text_digest(t) for t in texts], path)
+    got = cached_extract(detector, texts, windows, 4096, tmp_path)
+    np.testing.assert_array_equal(got.doc, want.doc)
+    np.testing.assert_allclose(got.views["mean2"], want.views["mean2"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(features_module.load(path).doc, want.doc)  # stored again

@@ -117,7 +117,10 @@ def cached_extract(
     only the texts no cache file holds go through the model."""
     path = cache_path(model, texts, windows, cache_dir)
     if path.is_file():
-        return with_window_tokens(load(path), windows.size)
+        cached = load(path)
+        if not windowless(cached.doc, cached.tokens_per_doc).size:
+            return with_window_tokens(cached, windows.size)
+        log.warning("features: %s lacks some texts' windows; running those again", path.name)
     digests = [text_digest(text) for text in texts]
     found = cached_texts(path.parent, config_key(model, windows), set(digests))
     missing = [i for i, digest in enumerate(digests) if digest not in found]
@@ -178,9 +181,10 @@ def cached_texts(folder: Path, config: str, wanted: set[bytes]) -> dict[bytes, t
             if TEXT_DIGESTS not in handle.keys():  # noqa: SIM118 (safe_open has no __contains__)
                 continue
             table = handle.get_tensor(TEXT_DIGESTS)
+            broken = set(windowless(handle.get_tensor("doc"), handle.get_tensor("tokens_per_doc")))
         for doc, row in enumerate(table):
             digest = row.tobytes()
-            if digest in wanted and digest not in found:
+            if digest in wanted and digest not in found and doc not in broken:
                 found[digest] = (path, doc)
     return found
 
@@ -250,11 +254,26 @@ def with_window_tokens(features: WindowFeatures, size: int) -> WindowFeatures:
 
 
 def take_docs(features: WindowFeatures, docs: np.ndarray) -> WindowFeatures:
-    """The windows of the chosen documents, renumbered 0..len(docs)-1 in that order."""
-    position = np.full(features.n_docs, -1)
-    position[docs] = np.arange(docs.size)
-    kept = features.rows(np.flatnonzero(position[features.doc] >= 0))
-    return WindowFeatures(kept.views, position[kept.doc], kept.spans, features.tokens_per_doc[docs])
+    """The windows of the chosen documents, renumbered 0..len(docs)-1 in that order and
+    grouped by it; a document chosen twice (the same text twice in one request) is copied."""
+    docs = np.asarray(docs, dtype=np.int64)
+    by_doc = np.argsort(features.doc, kind="stable")  # windows keep their order in a doc
+    first = np.searchsorted(features.doc[by_doc], docs, side="left")
+    counts = np.searchsorted(features.doc[by_doc], docs, side="right") - first
+    starts = np.cumsum(counts) - counts
+    within = np.arange(int(counts.sum())) - np.repeat(starts, counts)
+    kept = features.rows(by_doc[np.repeat(first, counts) + within])
+    new_doc = np.repeat(np.arange(docs.size, dtype=np.int64), counts)
+    return WindowFeatures(kept.views, new_doc, kept.spans, features.tokens_per_doc[docs])
+
+
+def windowless(doc: np.ndarray, tokens_per_doc: np.ndarray) -> np.ndarray:
+    """Documents with tokens but no window: `extract` never gives one, so a cache file
+    holding one was written wrongly (before take_docs copied repeated documents, a text
+    repeated in one request lost its windows) and those documents are run again."""
+    return np.flatnonzero(
+        (np.bincount(doc, minlength=len(tokens_per_doc)) == 0) & (tokens_per_doc > 0)
+    )
 
 
 def concat(parts: Sequence[WindowFeatures]) -> WindowFeatures:

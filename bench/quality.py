@@ -19,7 +19,8 @@ out; pooled figures put those scores together. The same splits feed the methods 
   worst window);
 - `tfidf`: TF-IDF + logistic regression on the text.
 
-    .venv/bin/python bench/quality.py --per-file 200 --poison-per-group 150 --out bench/QUALITY.md
+    .venv/bin/python bench/quality.py --per-file 400 --poison-per-group 300 --methods codebook,probe,tfidf \
+        --out bench/QUALITY.md
 """
 
 from __future__ import annotations

@@ -214,9 +214,8 @@ def assemble(
     joined = concat(parts)
     position_of = np.empty(len(order), dtype=np.int64)
     position_of[order] = np.arange(len(order))  # request position -> joined document
-    requested = take_docs(joined, position_of)
-    # windows in document order, as `extract` gives them
-    return requested.rows(np.argsort(requested.doc, kind="stable"))
+    # take_docs groups windows by the requested order: document order, as `extract` gives
+    return take_docs(joined, position_of)
 
 
 def store(features: WindowFeatures, digests: Sequence[bytes], path: Path) -> None:

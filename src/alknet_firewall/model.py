@@ -28,6 +28,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from alknet_firewall.config import ModelSettings
+from alknet_firewall.fixed_rows import use_fixed_rows
 from alknet_firewall.framing import Frame, build_frame
 from alknet_firewall.model_files import resolve_model_folder
 from alknet_firewall.windows import TokenBatch
@@ -151,6 +152,8 @@ class TransformersDetector:
         model.norm = torch.nn.Identity()
         self.weight_digest = _state_digest(model)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        if self.device.type == "cpu":
+            use_fixed_rows(self.model)  # same text, same states, whatever its batch-mates
         self.hidden_size = int(config.hidden_size)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.frame = build_frame(self.tokenizer) if framed else None

@@ -8,8 +8,9 @@ length x count), which keeps padding small and memory bounded whatever the lengt
 A window's padded width depends on its own length only (rounded up to a multiple of
 `WIDTH_STEP`), never on its batch-mates: the attention and matmul kernels pick their
 blocking by sequence length, and in bf16 a window padded to another width came out with
-states up to 0.5 apart. So the same text gets the same activations, and the same score,
-in any batch, in process or through the queue.
+states up to 0.5 apart. With the linear layers' fixed row blocks on CPU (fixed_rows.py,
+for kernels that also choose by the number of rows), the same text gets the same
+activations, and the same score, in any batch, in process or through the queue.
 """
 
 from __future__ import annotations

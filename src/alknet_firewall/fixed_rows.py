@@ -30,13 +30,16 @@ class FixedRowsLinear(torch.nn.Linear):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         flat = input.reshape(-1, input.shape[-1])
         rows = flat.shape[0]
-        padding = -rows % BLOCK_ROWS
-        if padding:
-            flat = torch.cat([flat, flat.new_zeros(padding, flat.shape[1])])
-        blocks = [
-            functional.linear(flat[start : start + BLOCK_ROWS], self.weight, self.bias)
-            for start in range(0, flat.shape[0], BLOCK_ROWS)
-        ]
+        if rows == 0:  # nothing to block (and torch.cat refuses an empty list)
+            return functional.linear(input, self.weight, self.bias)
+        blocks = []
+        for start in range(0, rows, BLOCK_ROWS):
+            block = flat[start : start + BLOCK_ROWS]
+            if block.shape[0] < BLOCK_ROWS:  # only the last block is padded, not the input
+                block = torch.cat(
+                    [block, block.new_zeros(BLOCK_ROWS - block.shape[0], flat.shape[1])]
+                )
+            blocks.append(functional.linear(block, self.weight, self.bias))
         return torch.cat(blocks)[:rows].reshape(*input.shape[:-1], -1)
 
 

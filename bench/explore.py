@@ -6,6 +6,9 @@ with the same leave-one-group-out protocol, without running the model again: one
 pooled held-out figures per configuration.
 
     .venv/bin/python bench/explore.py --per-file 200 --poison-per-group 150 --out bench/EXPLORE.md
+
+`--seeds N` fits every configuration with split seeds 0..N-1 and prints each figure's mean
+(TPR@1% moves by ten points between seeds of one configuration, AUROC by about 0.01).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,7 @@ def variants(layers: list[int]) -> list[Variant]:
     before = {"length_adjust": False, "smoothing": 3.0}
     plain = {"discriminant": False, **before}
     chosen = ["attention", "mean8", "mean16"]
+    shipped = [*chosen, "max16"]
     return [
         Variant("means (framed), novelty", {"views": means, "novelty": True, **plain}),
         Variant("means (framed)", {"views": means, **plain}),
@@ -103,6 +108,12 @@ def variants(layers: list[int]) -> list[Variant]:
         Variant("shipped, max12 for max16", {"views": [*chosen, "max12"]}),
         Variant("shipped, max20 for max16", {"views": [*chosen, "max20"]}),
         Variant("shipped + max20", {"views": [*chosen, "max16", "max20"]}),
+        # the frame's last token (where the answer starts) at one layer, beside the shipped views
+        Variant("shipped + final12", {"views": [*shipped, "final12"]}),
+        Variant("shipped + final16", {"views": [*shipped, "final16"]}),
+        Variant("shipped + final20", {"views": [*shipped, "final20"]}),
+        Variant("shipped + mean12", {"views": [*shipped, "mean12"]}),
+        Variant("shipped + mean20", {"views": [*shipped, "mean20"]}),
     ]
 
 
@@ -111,7 +122,16 @@ def main() -> int:
     add_sample_arguments(parser)
     parser.add_argument("--only", default="", help="configuration names separated by ;")
     parser.add_argument("--out", default="", help="also write the table here (markdown)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="fit each configuration with split seeds 0..N-1 and print the mean of each "
+        "figure (and the range of TPR@1%%): one seed's TPR@1%% swings by ten points",
+    )
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
     settings = load_settings(args.config)
     started = time.time()
     sample = load_sample(args, settings)
@@ -124,26 +144,38 @@ def main() -> int:
         "hard": (kinds == HARD_NEGATIVE_KIND) & (labels == 0),
         "short": tokens < 16,
     }
+    spread = " | TPR@1% range" if args.seeds > 1 else ""
     lines = [
         "| configuration | AUROC | TPR@1% | hidden AUROC | hidden TPR@1% | hard-neg FPR@flag "
-        "| 1-15 tok benign FPR@flag | 1-15 tok attack TPR@flag | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| 1-15 tok benign FPR@flag | 1-15 tok attack TPR@flag{spread} | seconds |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if args.seeds > 1 else ""),
     ]
     print("\n".join(lines), flush=True)
     for variant in variants(settings.model.layers):
         if args.only and variant.name not in args.only.split(";"):
             continue
         began = time.time()
-        configured = configure(settings, variant)
-        held = leave_groups_out(
-            sample.rows, {"codebook": codebook_scorer(sample, configured)}, args.train_share
-        )
-        m = {name: subset_metrics(held, labels, mask)["codebook"] for name, mask in subsets.items()}
+        runs = []
+        for seed in range(args.seeds):
+            configured = configure(settings, variant)
+            configured.codebook.seed = seed
+            held = leave_groups_out(
+                sample.rows, {"codebook": codebook_scorer(sample, configured)}, args.train_share
+            )
+            runs.append(
+                {
+                    figure: subset_metrics(held, labels, subsets[subset])["codebook"][metric]
+                    for figure, (subset, metric) in FIGURES.items()
+                }
+            )
+        m = {figure: mean_of(run[figure] for run in runs) for figure in FIGURES}
+        tprs = [run["tpr"] for run in runs if run["tpr"] is not None]
+        ranged = f" | {min(tprs):.3f}-{max(tprs):.3f}" if args.seeds > 1 and tprs else ""
         line = (
-            f"| {variant.name} | {fmt(m['all']['auroc'])} | {fmt(m['all']['tpr_at_1pct_fpr'])} "
-            f"| {fmt(m['hidden']['auroc'])} | {fmt(m['hidden']['tpr_at_1pct_fpr'])} "
-            f"| {fmt(m['hard']['fpr_at_flag'])} | {fmt(m['short']['fpr_at_flag'])} "
-            f"| {fmt(m['short']['tpr_at_flag'])} | {time.time() - began:.0f} |"
+            f"| {variant.name} | {fmt(m['auroc'])} | {fmt(m['tpr'])} "
+            f"| {fmt(m['hidden_auroc'])} | {fmt(m['hidden_tpr'])} "
+            f"| {fmt(m['hard_fpr'])} | {fmt(m['short_fpr'])} "
+            f"| {fmt(m['short_tpr'])}{ranged} | {time.time() - began:.0f} |"
         )
         lines.append(line)
         print(line, flush=True)
@@ -152,15 +184,38 @@ def main() -> int:
             "# Codebook configurations on held-out groups and genres",
             "",
             f"Command: `.venv/bin/python bench/explore.py --per-file {args.per_file} "
-            f"--poison-per-group {args.poison_per_group} --out {args.out}` "
+            f"--poison-per-group {args.poison_per_group}"
+            f"{f' --seeds {args.seeds}' if args.seeds > 1 else ''} --out {args.out}` "
             f"({time.time() - started:.0f} s). Model layers {settings.model.layers}, windows "
             f"{settings.windows.size}/{settings.windows.stride} read inside the task frame; "
             "folds, sample and metrics as in bench/QUALITY.md. `hidden`: injections hidden in "
-            "documents (corpus and synthetic); TPR@1% against all held-out benign rows.",
+            "documents (corpus and synthetic); TPR@1% against all held-out benign rows."
+            + (
+                f" Every figure is the mean over split seeds 0-{args.seeds - 1}."
+                if args.seeds > 1
+                else ""
+            ),
             "",
         ]
         Path(args.out).write_text("\n".join(header + lines) + "\n", encoding="utf-8")
     return 0
+
+
+# Each column of the table: (subset, metric of subset_metrics).
+FIGURES = {
+    "auroc": ("all", "auroc"),
+    "tpr": ("all", "tpr_at_1pct_fpr"),
+    "hidden_auroc": ("hidden", "auroc"),
+    "hidden_tpr": ("hidden", "tpr_at_1pct_fpr"),
+    "hard_fpr": ("hard", "fpr_at_flag"),
+    "short_fpr": ("short", "fpr_at_flag"),
+    "short_tpr": ("short", "tpr_at_flag"),
+}
+
+
+def mean_of(values: Iterable[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return float(np.mean(known)) if known else None
 
 
 def configure(settings: Settings, variant: Variant) -> Settings:

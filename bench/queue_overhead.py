@@ -33,16 +33,16 @@ from pathlib import Path
 
 import redis
 
+from alknet_firewall.schema import Decision, Verdict
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))  # soak.py: a redis-server of our own, stopping one
 PREFIX = "bench:"
 JOB = "overhead"
 
 
-def instant_verdicts(texts: Sequence[str]) -> list[object]:
+def instant_verdicts(texts: Sequence[str]) -> list[Verdict]:
     """The screener's whole work: one fixed verdict per text."""
-    from alknet_firewall.schema import Decision, Verdict
-
     verdict = Verdict(decision=Decision.ALLOW, score=0.0, codebook_version="instant-1")
     return [verdict] * len(texts)
 
@@ -52,7 +52,7 @@ class InstantScreener:
 
     codebook_version = "instant-1"
 
-    def screen_batch(self, texts: Sequence[str]) -> list[object]:
+    def screen_batch(self, texts: Sequence[str]) -> list[Verdict]:
         return instant_verdicts(texts)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:

@@ -17,15 +17,19 @@ from __future__ import annotations
 import torch
 from torch.nn import functional
 
-# Rows per GEMM call. What it costs, measured on a 2-core AMX CPU in bf16 (180 corpus
-# texts, alternate runs): 0.70-0.74 of the speed of unblocked calls, with 1,024 rows about
-# the same (0.70-0.80); a lone short text pays for one block of zeros, about 36 MFLOP a
-# layer (milliseconds), which 256 keeps four times smaller than 1,024 would.
+# Rows per GEMM call. What it costs, measured in bf16 with alternate runs: on a 2-core AMX
+# CPU (180 corpus texts) 0.70-0.74 of the speed of unblocked calls, with 1,024 rows about
+# the same (0.70-0.80); on a 2-core AMD EPYC with AVX512-bf16 and no AMX (264 texts,
+# bench/fixed_rows_cost.py) 0.89 as medians, with 1,024 rows 0.92. A lone short text pays
+# for one block of zeros, about 36 MFLOP a layer (milliseconds), which 256 keeps four
+# times smaller than 1,024 would.
 BLOCK_ROWS = 256
 
 
 class FixedRowsLinear(torch.nn.Linear):
-    """A `torch.nn.Linear` whose input rows go through the GEMM in blocks of BLOCK_ROWS."""
+    """A `torch.nn.Linear` whose input rows go through the GEMM in blocks of `block_rows`."""
+
+    block_rows = BLOCK_ROWS
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         flat = input.reshape(-1, input.shape[-1])
@@ -33,12 +37,11 @@ class FixedRowsLinear(torch.nn.Linear):
         if rows == 0:  # nothing to block (and torch.cat refuses an empty list)
             return functional.linear(input, self.weight, self.bias)
         blocks = []
-        for start in range(0, rows, BLOCK_ROWS):
-            block = flat[start : start + BLOCK_ROWS]
-            if block.shape[0] < BLOCK_ROWS:  # only the last block is padded, not the input
-                block = torch.cat(
-                    [block, block.new_zeros(BLOCK_ROWS - block.shape[0], flat.shape[1])]
-                )
+        size = self.block_rows
+        for start in range(0, rows, size):
+            block = flat[start : start + size]
+            if block.shape[0] < size:  # only the last block is padded, not the input
+                block = torch.cat([block, block.new_zeros(size - block.shape[0], flat.shape[1])])
             blocks.append(functional.linear(block, self.weight, self.bias))
         return torch.cat(blocks)[:rows].reshape(*input.shape[:-1], -1)
 

@@ -30,6 +30,7 @@ from quality import (
     leave_groups_out,
     load_sample,
     subset_metrics,
+    with_split_seed,
 )
 
 from alknet_firewall.config import Settings, load_settings
@@ -157,9 +158,7 @@ def main() -> int:
         began = time.time()
         runs = []
         for seed in range(args.seeds):
-            configured = configure(settings, variant)
-            if seed:  # seed 0 is the configured split, as in bench/quality.py
-                configured.codebook.seed = seed
+            configured = with_split_seed(configure(settings, variant), seed)
             held = leave_groups_out(
                 sample.rows, {"codebook": codebook_scorer(sample, configured)}, args.train_share
             )

@@ -118,10 +118,8 @@ def main() -> int:
     held = leave_groups_out(sample.rows, scorers, args.train_share)
     spread = [pooled_codebook_figures(sample, held)]
     for seed in range(1, args.seeds):
-        reseeded = settings.model_copy(deep=True)
-        reseeded.codebook.seed = seed
         print(f"split seed {seed}", file=sys.stderr, flush=True)
-        scorer = {"codebook": codebook_scorer(sample, reseeded)}
+        scorer = {"codebook": codebook_scorer(sample, with_split_seed(settings, seed))}
         held_again = leave_groups_out(sample.rows, scorer, args.train_share)
         spread.append(pooled_codebook_figures(sample, held_again))
     report = render(sample, held, settings, args, time.time() - started, spread)
@@ -129,6 +127,15 @@ def main() -> int:
     if args.out:
         Path(args.out).write_text(report, encoding="utf-8")
     return 0
+
+
+def with_split_seed(settings: Settings, seed: int) -> Settings:
+    """The settings refitted with split seed `seed` (which training rows fit the densities,
+    the combiner and the flag); seed 0 keeps the configured split."""
+    reseeded = settings.model_copy(deep=True)
+    if seed:
+        reseeded.codebook.seed = seed
+    return reseeded
 
 
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:

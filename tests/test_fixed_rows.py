@@ -51,3 +51,21 @@ def test_only_plain_linear_layers_are_converted_and_parameters_keep_their_names(
     assert isinstance(model[0], FixedRowsLinear) and isinstance(model[2], FixedRowsLinear)
     assert type(model[1]) is torch.nn.ReLU
     assert [name for name, _ in model.named_parameters()] == names
+
+
+def test_blocks_give_the_bits_of_one_plain_call_per_block_with_and_without_bias() -> None:
+    # Each block must meet exactly the GEMM a lone call of BLOCK_ROWS rows meets, whether
+    # its result lands in the output directly or through the padded last block.
+    for bias in (False, True):
+        torch.manual_seed(1)
+        layer = torch.nn.Linear(576, 192, bias=bias).to(torch.bfloat16)
+        plain = torch.nn.Linear(576, 192, bias=bias).to(torch.bfloat16)
+        plain.load_state_dict(layer.state_dict())
+        use_fixed_rows(layer)
+        rows = torch.randn(2 * BLOCK_ROWS + 7, 576).to(torch.bfloat16)
+        padded = torch.cat([rows, rows.new_zeros(BLOCK_ROWS - 7, 576)])
+        with torch.inference_mode():
+            expected = torch.cat(
+                [plain(padded[i : i + BLOCK_ROWS]) for i in range(0, padded.shape[0], BLOCK_ROWS)]
+            )[: rows.shape[0]]
+            assert torch.equal(layer(rows), expected)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import torch
 from torch.nn import functional
 
-# Rows per GEMM call. What it costs, measured in bf16 with alternate runs: on a 2-core AMX
-# CPU (180 corpus texts) 0.70-0.74 of the speed of unblocked calls, with 1,024 rows about
-# the same (0.70-0.80); on a 2-core AMD EPYC with AVX512-bf16 and no AMX (264 texts,
-# bench/fixed_rows_cost.py) 0.89 as medians, with 1,024 rows 0.92. A lone short text pays
-# for one block of zeros, about 36 MFLOP a layer (milliseconds), which 256 keeps four
-# times smaller than 1,024 would.
+# Rows per GEMM call. What it costs, measured in bf16 with alternate runs: on a 2-core AMD
+# EPYC with AVX512-bf16 and no AMX (264 texts, bench/fixed_rows_cost.py) 0.96-1.00 of the
+# speed of unblocked calls as medians of three rounds, with 1,024 rows 0.97; before the
+# blocks wrote into the output in place, 0.87-0.89 there and 0.70-0.74 on a 2-core AMX CPU
+# (180 texts; not measured since). A lone short text pays for one block of zeros, about
+# 36 MFLOP a layer (milliseconds), which 256 keeps four times smaller than 1,024 would.
 BLOCK_ROWS = 256
 
 
@@ -34,16 +34,26 @@ class FixedRowsLinear(torch.nn.Linear):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         flat = input.reshape(-1, input.shape[-1])
         rows = flat.shape[0]
-        if rows == 0:  # nothing to block (and torch.cat refuses an empty list)
+        if rows == 0:  # nothing to block
             return functional.linear(input, self.weight, self.bias)
-        blocks = []
         size = self.block_rows
-        for start in range(0, rows, size):
-            block = flat[start : start + size]
-            if block.shape[0] < size:  # only the last block is padded, not the input
-                block = torch.cat([block, block.new_zeros(size - block.shape[0], flat.shape[1])])
-            blocks.append(functional.linear(block, self.weight, self.bias))
-        return torch.cat(blocks)[:rows].reshape(*input.shape[:-1], -1)
+        # Each block's GEMM writes straight into its rows of the output: gathering the
+        # blocks with torch.cat afterwards copied every activation once more, which took a
+        # quarter of a forward pass's CPU time in a profile. Same kernel, same bits.
+        out = flat.new_empty(rows, self.out_features)
+        weight = self.weight.t()
+        whole = rows - rows % size
+        for start in range(0, whole, size):
+            block, target = flat[start : start + size], out[start : start + size]
+            if self.bias is None:
+                torch.mm(block, weight, out=target)
+            else:
+                torch.addmm(self.bias, block, weight, out=target)
+        if whole < rows:  # only the last block is padded, not the input
+            last = flat.new_zeros(size, flat.shape[1])
+            last[: rows - whole] = flat[whole:]
+            out[whole:] = functional.linear(last, self.weight, self.bias)[: rows - whole]
+        return out.reshape(*input.shape[:-1], -1)
 
 
 def use_fixed_rows(model: torch.nn.Module) -> None:

@@ -27,7 +27,10 @@ BLOCK_ROWS = 256
 
 
 class FixedRowsLinear(torch.nn.Linear):
-    """A `torch.nn.Linear` whose input rows go through the GEMM in blocks of `block_rows`."""
+    """A `torch.nn.Linear` whose input rows go through the GEMM in blocks of `block_rows`.
+
+    For inference (the detector runs under `torch.inference_mode`): GEMMs into a given
+    output (`out=`) record no gradient, so autograd refuses them."""
 
     block_rows = BLOCK_ROWS
 

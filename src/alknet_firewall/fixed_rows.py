@@ -44,19 +44,23 @@ class FixedRowsLinear(torch.nn.Linear):
         # blocks with torch.cat afterwards copied every activation once more, which took a
         # quarter of a forward pass's CPU time in a profile. Same kernel, same bits.
         out = flat.new_empty(rows, self.out_features)
-        weight = self.weight.t()
         whole = rows - rows % size
         for start in range(0, whole, size):
-            block, target = flat[start : start + size], out[start : start + size]
-            if self.bias is None:
-                torch.mm(block, weight, out=target)
-            else:
-                torch.addmm(self.bias, block, weight, out=target)
+            self._multiply(flat[start : start + size], out[start : start + size])
         if whole < rows:  # only the last block is padded, not the input
             last = flat.new_zeros(size, flat.shape[1])
             last[: rows - whole] = flat[whole:]
-            out[whole:] = functional.linear(last, self.weight, self.bias)[: rows - whole]
+            product = flat.new_empty(size, self.out_features)
+            self._multiply(last, product)
+            out[whole:] = product[: rows - whole]
         return out.reshape(*input.shape[:-1], -1)
+
+    def _multiply(self, block: torch.Tensor, target: torch.Tensor) -> None:
+        """One block's linear map, written into `target` (one GEMM of `block_rows` rows)."""
+        if self.bias is None:
+            torch.mm(block, self.weight.t(), out=target)
+        else:
+            torch.addmm(self.bias, block, self.weight.t(), out=target)
 
 
 def use_fixed_rows(model: torch.nn.Module) -> None:

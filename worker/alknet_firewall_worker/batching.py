@@ -20,8 +20,11 @@ batched forward pass raises, each half is screened again, so only the culprit ge
 `ScreeningError`; its batch-mates get their verdicts.
 A parcel flagged `solo` (a suspect: its message was in a forward pass that never ended,
 or split from one) always runs alone. Before each forward pass `on_start` gets the tags
-of the parcels in it: the worker counts, per message, the passes that began, so a
-message queued behind a pass that killed the worker is not a suspect. A forward pass
+of the parcels in it, and `on_end` gets them again once the pass has returned (raised
+included): the worker counts, per message, the passes that began and never ended, so a
+message queued behind a pass that killed the worker is not a suspect, and neither is one
+whose pass ended just before the next pass killed the worker, while its rows were still
+being stored. A forward pass
 that runs past `time_limit_s` cannot be interrupted from Python; the watchdog then calls
 `on_overrun`, which in a worker ends the process (its messages come back, are split and
 run solo).
@@ -29,6 +32,7 @@ run solo).
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -40,6 +44,8 @@ from alknet_firewall.errors import ScreeningError
 from alknet_firewall.queue.settings import CHARS_PER_TOKEN
 from alknet_firewall.schema import Verdict
 from alknet_firewall.screening import screen_isolating
+
+log = logging.getLogger(__name__)
 
 Result = Verdict | ScreeningError  # per document: its verdict, or why the model failed on it
 
@@ -78,6 +84,7 @@ class MicroBatcher:
         on_batch: Callable[[BatchStats], None],
         on_overrun: Callable[[float], None],
         on_start: Callable[[list[object]], None] = lambda _tags: None,
+        on_end: Callable[[list[object]], None] = lambda _tags: None,
     ) -> None:
         self._screen = screen_batch
         self._budget = token_budget
@@ -87,6 +94,7 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._on_overrun = on_overrun
         self._on_start = on_start
+        self._on_end = on_end
         self._inbox: queue.SimpleQueue[_Parcel | None] = queue.SimpleQueue()
         self._carry: _Parcel | None = None  # arrived, but did not fit the last batch
         self._busy_since: float | None = None
@@ -141,14 +149,21 @@ class MicroBatcher:
         return batch
 
     def _run(self, batch: list[_Parcel]) -> None:
+        tags = [parcel.tag for parcel in batch if parcel.tag is not None]
         try:
-            self._on_start([parcel.tag for parcel in batch if parcel.tag is not None])
+            self._on_start(tags)
         except Exception as exc:  # not counted, not screened: the callers requeue
             for parcel in batch:
                 parcel.future.set_exception(exc)
             return
         texts = [text for parcel in batch for text in parcel.texts]
         results = iter(screen_isolating(self._pass, texts))
+        # Before the futures: the next pass may start, and kill the worker, while the
+        # callers are still storing these rows.
+        try:
+            self._on_end(tags)
+        except Exception:  # the verdicts stand; the messages only look suspect if redelivered
+            log.warning("could not record the end of a forward pass", exc_info=True)
         for parcel in batch:
             parcel.future.set_result([next(results) for _ in parcel.texts])
 

@@ -98,7 +98,8 @@ def start(app: FirewallApp, load_screener: ScreenerFactory = load_firewall) -> R
         time_limit_s=q.worker.batch_time_limit_s,
         on_batch=metrics.record_batch,
         on_overrun=_die,
-        on_start=lambda tags: store.count_starts([t for t in tags if isinstance(t, tuple)]),
+        on_start=lambda tags: store.count_starts(_chunk_tags(tags)),
+        on_end=lambda tags: store.count_ends(_chunk_tags(tags)),
     )
     store.publish_codebook(screener.codebook_version)
     broker = redis_client(q.broker_url)
@@ -115,6 +116,11 @@ def start(app: FirewallApp, load_screener: ScreenerFactory = load_firewall) -> R
     _runtime = Runtime(settings, screening)
     log.info("screening with codebook %s", screener.codebook_version)
     return _runtime
+
+
+def _chunk_tags(tags: list[object]) -> list[tuple[str, str]]:
+    """The (job, chunk id) tags `Screening` gives its parcels."""
+    return [t for t in tags if isinstance(t, tuple)]
 
 
 def _redrive(app: FirewallApp, chunks: Sequence[ScreenChunk]) -> None:

@@ -78,6 +78,14 @@ class MemoryStore:
         with self._lock:
             self.deliveries.update(chunks)
 
+    def count_ends(self, chunks: Sequence[tuple[str, str]]) -> None:
+        with self._lock:
+            for chunk in chunks:
+                if chunk in self.deliveries:
+                    self.deliveries[chunk] -= 1
+                    if self.deliveries[chunk] <= 0:
+                        del self.deliveries[chunk]
+
     def cached_verdict(self, codebook_version: str, digest: str) -> Verdict | None:
         with self._lock:
             return self.cache.get((codebook_version, digest))

@@ -9,8 +9,9 @@ all jobs: same text, same codebook, same verdict.
 A worker talks to Redis twice per chunk, whatever its size: `begin_chunk` (whether the
 chunk is still outstanding, how often it was in a forward pass before, which documents
 have rows, which verdicts are cached) and `finish_chunk` (rows, counters, cache entries,
-and the chunk off the job's outbox), each one pipeline; and once per forward pass,
-`count_starts` for the chunks in it.
+and the chunk off the job's outbox), each one pipeline; and twice per forward pass,
+`count_starts` and `count_ends` for the chunks in it: what is left counts the passes that
+never ended, the deaths a chunk may have caused.
 
 A chunk id is split at most once (`replace_chunk` is atomic and says whether it won), and a
 delivered copy of a chunk that its job's outbox no longer lists is superseded: a copy
@@ -61,6 +62,14 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return written
 """
 
+# KEYS: deliveries. ARGV: chunk id. One forward pass on the chunk ended: take it off the
+# count, unless the chunk is gone from the count already (finished or split meanwhile).
+_END_PASS = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
+
 # KEYS: chunks, deliveries, meta, jobs. ARGV: chunk id, now, ttl, JobField.LAST_SENT_AT,
 # job, then (part id, part JSON) pairs. Puts the parts in the outbox in the chunk's place
 # only if the chunk was still there; returns 1 if so, 0 if another copy split it first.
@@ -85,7 +94,7 @@ class ChunkStart:
     """What Redis knows of a chunk as a worker starts on it."""
 
     superseded: bool  # the job's outbox lists other chunks but not this one: split before
-    started: int  # forward passes begun on this chunk that never finished it
+    started: int  # forward passes on this chunk that began and never ended: deaths
     done: list[bool]  # per document: the job already has its row
     cached: list[Verdict | None]  # per document: the shared cache's verdict
 
@@ -105,6 +114,8 @@ class ChunkStore(Protocol):
     def replace_chunk(self, job: str, chunk_id: str, parts: Sequence[ScreenChunk]) -> bool: ...
 
     def count_starts(self, chunks: Sequence[tuple[str, str]]) -> None: ...
+
+    def count_ends(self, chunks: Sequence[tuple[str, str]]) -> None: ...
 
     def publish_codebook(self, version: str) -> None: ...
 
@@ -222,6 +233,16 @@ class ResultStore:
         for job, chunk_id in chunks:
             pipe.hincrby(k.job_deliveries(job), chunk_id, 1)
             pipe.expire(k.job_deliveries(job), k.results_ttl_s)
+        pipe.execute()
+
+    def count_ends(self, chunks: Sequence[tuple[str, str]]) -> None:
+        """Take an ended forward pass off each (job, chunk id)'s count. Without it, a pass
+        that ended just before the next one killed the worker counted as a death of its own
+        chunk, before the chunk's rows were stored: twice, and a lone document with nothing
+        wrong got the poison's error row."""
+        pipe = self.client.pipeline(transaction=False)
+        for job, chunk_id in chunks:
+            pipe.eval(_END_PASS, 1, self.keys.job_deliveries(job), chunk_id)
         pipe.execute()
 
     def cached_verdict(self, codebook_version: str, digest: str) -> Verdict | None:

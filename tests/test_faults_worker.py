@@ -165,7 +165,8 @@ def test_a_poison_document_is_cornered_by_splitting_and_every_document_gets_one_
         assert hung is not None and hung["decision"] == "error"
         assert "gave up after 2 deliveries" in hung["error"]
         for row, text in zip(rows[:5] + rows[6:], texts[:5] + texts[6:], strict=True):
-            assert row is not None and row["decision"] == fake_verdict(text).decision.value, str(row)
+            expected = fake_verdict(text).decision.value
+            assert row is not None and row["decision"] == expected, str(row)
         progress = jobs.progress("hang")
         assert progress is not None and (progress.done, progress.errors) == (12, 1)
 

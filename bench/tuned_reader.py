@@ -12,9 +12,11 @@ maximum over its windows (for a poisoned document with a known payload, over the
 that hold it), so a benign document's worst window is what the loss pushes down. The flag
 threshold is the benign (1 - flag_fpr) quantile on a calibration share of the training
 documents that the fit never saw. The last line printed is JSON with the pooled figures.
+The runs recorded in bench/EXPLORE.md (tenth stop):
 
-    .venv/bin/python bench/tuned_reader.py --per-file 200 --poison-per-group 150
-    .venv/bin/python bench/tuned_reader.py --per-file 200 --poison-per-group 150 --head-only
+    .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75
+    .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75 --head-only
+    .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75 --epochs 2 --mine
 """
 
 from __future__ import annotations

@@ -229,7 +229,7 @@ class TransformersDetector:
                 block.self_attn.alknet_last = last
                 hooks.append(block.self_attn.register_forward_hook(capture_attention))
         try:
-            self.model(**self._inputs(ids, attention))
+            self.model(**self.framed_inputs(ids, attention))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -240,7 +240,9 @@ class TransformersDetector:
             views["attention"] = torch.cat(ratios, dim=1).cpu().numpy()
         return views
 
-    def _inputs(self, ids: torch.Tensor, attention: torch.Tensor) -> dict[str, object]:
+    def framed_inputs(self, ids: torch.Tensor, attention: torch.Tensor) -> dict[str, object]:
+        """The model's keyword arguments for a batch of windows: behind the frame's cached
+        prefix when framed, as they are otherwise."""
         if self._prefix_cache is None:
             return {"input_ids": ids, "attention_mask": attention, "use_cache": False}
         windows, prefix = ids.shape[0], self._prefix_cache[0][0].shape[2]

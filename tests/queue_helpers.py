@@ -26,6 +26,7 @@ from alknet_firewall.queue.jobs import JobBook
 from alknet_firewall.queue.message import ScreenChunk
 from alknet_firewall.schema import Alarm, Decision, Verdict
 from alknet_firewall.screening import Screener
+from alknet_firewall_worker.batching import BatchStats, MicroBatcher
 
 REDIS_URL = "redis://127.0.0.1:6379/7"  # the queue tests' database; keys are prefixed
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +81,33 @@ def fake_verdict(text: str) -> Verdict:
         codebook_version=FAKE_CODEBOOK,
         tokens=len(text.split()),
         windows=1,
+    )
+
+
+def eager_batcher(
+    screen_batch: Callable[[Sequence[str]], list[Verdict]],
+    *,
+    token_budget: int = 1000,
+    max_parcels: int = 4,
+    max_wait_s: float = 0.0,
+    time_limit_s: float = 60.0,
+    on_batch: Callable[[BatchStats], None] = lambda _stats: None,
+    on_overrun: Callable[[float], None] = lambda _seconds: None,
+    on_start: Callable[[list[object]], None] = lambda _tags: None,
+    on_end: Callable[[list[object]], None] = lambda _tags: None,
+) -> MicroBatcher:
+    """A micro-batcher for tests of what surrounds it: passes start at once (no wait for
+    more texts), the time limit is far away, and callbacks do nothing unless given."""
+    return MicroBatcher(
+        screen_batch,
+        token_budget=token_budget,
+        max_parcels=max_parcels,
+        max_wait_s=max_wait_s,
+        time_limit_s=time_limit_s,
+        on_batch=on_batch,
+        on_overrun=on_overrun,
+        on_start=on_start,
+        on_end=on_end,
     )
 
 

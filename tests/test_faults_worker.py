@@ -37,6 +37,7 @@ from tests.queue_helpers import (
     FakeScreener,
     Namespace,
     WorkerProcess,
+    eager_batcher,
     fake_verdict,
     free_port,
     namespace,
@@ -203,8 +204,6 @@ def test_a_document_over_max_chars_gets_an_error_verdict_and_its_batch_mates_are
 
 def test_only_the_messages_in_a_forward_pass_are_counted_as_started() -> None:
     """What makes a message a suspect: being in the pass that hung, not queued behind it."""
-    from alknet_firewall_worker.batching import MicroBatcher
-
     entered, release = threading.Event(), threading.Event()
 
     def screen(texts: Sequence[str]) -> list[Verdict]:
@@ -214,15 +213,8 @@ def test_only_the_messages_in_a_forward_pass_are_counted_as_started() -> None:
 
     overruns: list[float] = []
     started: list[list[object]] = []
-    batcher = MicroBatcher(
-        screen,
-        token_budget=1000,
-        max_parcels=8,
-        max_wait_s=0.0,
-        time_limit_s=0.2,
-        on_batch=lambda _stats: None,
-        on_overrun=overruns.append,
-        on_start=started.append,
+    batcher = eager_batcher(
+        screen, max_parcels=8, time_limit_s=0.2, on_overrun=overruns.append, on_start=started.append
     )
     try:
         hung = batcher.submit(["first"], tag=("job", "hung"))

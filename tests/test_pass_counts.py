@@ -14,8 +14,7 @@ from alknet_firewall.queue.memory import MemoryStore
 from alknet_firewall.queue.message import ScreenChunk
 from alknet_firewall.queue.store import ChunkStore, ResultStore
 from alknet_firewall.schema import Document, Verdict
-from alknet_firewall_worker.batching import MicroBatcher
-from tests.queue_helpers import fake_verdict, namespace
+from tests.queue_helpers import eager_batcher, fake_verdict, namespace
 
 CHUNK = ScreenChunk(job="j", id="c", docs=[Document(id="d0", text="text")])
 
@@ -61,14 +60,8 @@ def test_a_pass_is_off_the_count_before_its_callers_get_their_verdicts() -> None
         counts_seen.append(started(store))
         return [fake_verdict(t) for t in texts]
 
-    batcher = MicroBatcher(
+    batcher = eager_batcher(
         screen,
-        token_budget=1000,
-        max_parcels=4,
-        max_wait_s=0.0,
-        time_limit_s=60,
-        on_batch=lambda _stats: None,
-        on_overrun=lambda _seconds: None,
         on_start=lambda tags: store.count_starts([("j", "c")] * len(tags)),
         on_end=lambda tags: store.count_ends([("j", "c")] * len(tags)),
     )

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from alknet_firewall.errors import ScreeningError
 from alknet_firewall.schema import Verdict
 from alknet_firewall_worker.batching import BatchStats, MicroBatcher
-from tests.queue_helpers import FakeScreener, fake_verdict
+from tests.queue_helpers import FakeScreener, eager_batcher, fake_verdict
 
 
 def make_batcher(
@@ -22,7 +22,7 @@ def make_batcher(
     on_overrun: object = None,
 ) -> tuple[MicroBatcher, list[BatchStats]]:
     stats: list[BatchStats] = []
-    batcher = MicroBatcher(
+    batcher = eager_batcher(
         screen.screen_batch,
         token_budget=budget,
         max_parcels=max_parcels,

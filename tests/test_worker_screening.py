@@ -12,9 +12,8 @@ from alknet_firewall.queue.message import ScreenChunk, pack
 from alknet_firewall.queue.settings import WorkerSettings
 from alknet_firewall.rows import result_row
 from alknet_firewall.schema import Document, Verdict
-from alknet_firewall_worker.batching import MicroBatcher
 from alknet_firewall_worker.screening import Outcome, Screening
-from tests.queue_helpers import FakeScreener, Sent, fake_verdict
+from tests.queue_helpers import FakeScreener, Sent, eager_batcher, fake_verdict
 
 DOCS = [Document(id=f"d{i}", text=f"a plain sentence {i}", meta={"n": i}) for i in range(4)]
 
@@ -48,14 +47,8 @@ def screening(screener: FakeScreener, store: MemoryStore, sent: Sent) -> Iterato
 
 
 def make_screening(screener: FakeScreener, store: MemoryStore, sent: Sent) -> Iterator[Screening]:
-    batcher = MicroBatcher(
+    batcher = eager_batcher(
         screener.screen_batch,
-        token_budget=1000,
-        max_parcels=4,
-        max_wait_s=0.0,
-        time_limit_s=60,
-        on_batch=lambda _stats: None,
-        on_overrun=lambda _seconds: None,
         on_start=lambda tags: store.count_starts([t for t in tags if isinstance(t, tuple)]),
     )
     limits = WorkerSettings(max_deliveries=2, store_retries=0, retry_backoff_s=0.01)

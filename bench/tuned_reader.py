@@ -316,6 +316,12 @@ def main() -> int:
     add_sample_arguments(parser)
     parser.add_argument("--frozen-layers", type=int, default=12)
     parser.add_argument("--top-layer", type=int, default=16)
+    parser.add_argument(
+        "--lower-dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="the frozen layers' dtype (their states are stored as fp16 either way)",
+    )
     parser.add_argument("--head-only", action="store_true", help="fit the head alone")
     parser.add_argument("--train-docs", type=int, default=1500, help="documents per fold")
     parser.add_argument("--windows-per-doc", type=int, default=2)
@@ -350,12 +356,13 @@ def main() -> int:
     rows = sample_rows(args, settings)
     folder, model_id = resolve_model_folder(settings.model)
     detector = TransformersDetector(
-        folder, [args.frozen_layers], model_id=model_id, dtype="float32", framed=True
+        folder, [args.frozen_layers], model_id=model_id, dtype=args.lower_dtype, framed=True
     )
     size, stride = settings.windows.size, settings.windows.stride
     windows = tokenize_windows(detector.tokenizer, rows.texts, size, stride).windows
     key = hashlib.sha256(
-        f"{detector.weight_digest}|{args.frozen_layers}|{size}|{stride}|{rows.digest()}".encode()
+        f"{detector.weight_digest}|{detector.dtype}|{args.frozen_layers}|{size}|{stride}|"
+        f"{rows.digest()}".encode()
     ).hexdigest()[:16]
     cache = Path(settings.model.cache_dir) / "tuned-reader" / f"lower-{key}.npz"
     lower = lower_states(detector, windows, cache)
@@ -421,6 +428,7 @@ def main() -> int:
         "epochs": args.epochs,
         "mine": args.mine,
         "bf16": args.bf16,
+        "lower_dtype": args.lower_dtype,
         "energy_margin": args.energy_margin,
         "energy_weight": args.energy_weight,
         "frozen_layers": args.frozen_layers,

@@ -12,11 +12,16 @@ maximum over its windows (for a poisoned document with a known payload, over the
 that hold it), so a benign document's worst window is what the loss pushes down. The flag
 threshold is the benign (1 - flag_fpr) quantile on a calibration share of the training
 documents that the fit never saw. The last line printed is JSON with the pooled figures.
-The runs recorded in bench/EXPLORE.md (tenth stop):
+The runs recorded in bench/EXPLORE.md (tenth and eleventh stops):
 
     .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75
     .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75 --head-only
     .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75 --epochs 2 --mine
+    .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75 --bf16
+    .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75 --bf16 --energy-margin 2
+    .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75 --bf16 --epochs 2
+    .venv/bin/python bench/tuned_reader.py --per-file 400 --poison-per-group 300 --bf16 \
+        --lower-dtype bfloat16 --train-docs 20000
 """
 
 from __future__ import annotations

@@ -12,11 +12,12 @@ maximum over its windows (for a poisoned document with a known payload, over the
 that hold it), so a benign document's worst window is what the loss pushes down. The flag
 threshold is the benign (1 - flag_fpr) quantile on a calibration share of the training
 documents that the fit never saw. The last line printed is JSON with the pooled figures.
-The runs recorded in bench/EXPLORE.md (tenth and eleventh stops):
+The runs recorded in bench/EXPLORE.md (tenth and eleventh stops; the tenth stop's `--mine`,
+a second epoch on each benign document's highest-scoring windows, was deleted once a plain
+second epoch did as badly):
 
     .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75
     .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75 --head-only
-    .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75 --epochs 2 --mine
     .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75 --bf16
     .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75 --bf16 --energy-margin 2
     .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75 --bf16 --epochs 2
@@ -263,17 +264,7 @@ def fit_reader(
     step = 0
     bar = tqdm(total=steps, desc="fine-tune", unit="step")
     reader.train()
-    for epoch in range(args.epochs):
-        if epoch and args.mine:
-            # a benign document's score is its worst window: train on the windows the
-            # reader now scores highest, not on random ones
-            benign_docs = [int(d) for d in docs if labels[d] == 0]
-            window_ids = np.array([i for d in benign_docs for i in plan.by_doc[d]])
-            logits = score_windows(reader, lower, window_ids, 8192, args.bf16)
-            for d in benign_docs:
-                ranked = sorted(plan.by_doc[d], key=lambda i: -logits[i])
-                chosen[d] = ranked[: args.windows_per_doc]
-            reader.train()
+    for _epoch in range(args.epochs):
         order = rng.permutation(docs)
         for first in range(0, order.size, args.batch_docs):
             batch = [int(d) for d in order[first : first + args.batch_docs]]
@@ -332,11 +323,6 @@ def main() -> int:
     parser.add_argument("--windows-per-doc", type=int, default=2)
     parser.add_argument("--batch-docs", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument(
-        "--mine",
-        action="store_true",
-        help="after the first epoch, train benign documents on their highest-scoring windows",
-    )
     parser.add_argument(
         "--energy-margin",
         type=float,
@@ -431,7 +417,6 @@ def main() -> int:
         "all_tpr_at_flag": figures["all"]["tpr_at_flag"],
         "head_only": args.head_only,
         "epochs": args.epochs,
-        "mine": args.mine,
         "bf16": args.bf16,
         "lower_dtype": args.lower_dtype,
         "energy_margin": args.energy_margin,

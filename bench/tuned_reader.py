@@ -23,6 +23,8 @@ second epoch did as badly):
     .venv/bin/python bench/tuned_reader.py --per-file 100 --poison-per-group 75 --bf16 --epochs 2
     .venv/bin/python bench/tuned_reader.py --per-file 400 --poison-per-group 300 --bf16 \
         --lower-dtype bfloat16 --train-docs 20000
+    .venv/bin/python bench/tuned_reader.py --per-file 400 --poison-per-group 300 --bf16 \
+        --lower-dtype bfloat16
 """
 
 from __future__ import annotations

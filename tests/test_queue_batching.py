@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from alknet_firewall.errors import ScreeningError
 from alknet_firewall.schema import Verdict
@@ -19,7 +19,7 @@ def make_batcher(
     max_parcels: int = 100,
     max_wait_s: float = 0.2,
     time_limit_s: float = 30.0,
-    on_overrun: object = None,
+    on_overrun: Callable[[float], None] = lambda _seconds: None,
 ) -> tuple[MicroBatcher, list[BatchStats]]:
     stats: list[BatchStats] = []
     batcher = eager_batcher(
@@ -29,7 +29,7 @@ def make_batcher(
         max_wait_s=max_wait_s,
         time_limit_s=time_limit_s,
         on_batch=stats.append,
-        on_overrun=on_overrun or (lambda s: None),  # type: ignore[arg-type]
+        on_overrun=on_overrun,
     )
     return batcher, stats
 

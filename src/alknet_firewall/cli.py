@@ -131,12 +131,12 @@ def run_screen(args: argparse.Namespace) -> int:
         _open_out(args.out) as out,
         tqdm(unit="doc", desc="screen", disable=args.no_progress, file=sys.stderr) as bar,
     ):
-        for chunk in _chunks(records, SCREEN_CHUNK):
-            for row in service.rows(chunk):
+        for rows in service.rows_ahead(_chunks(records, SCREEN_CHUNK)):
+            for row in rows:
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
                 failed += row["decision"] == "error"
                 screened += 1
-            bar.update(len(chunk))
+            bar.update(len(rows))
     print(f"screened {screened} documents, {failed} failed", file=sys.stderr)
     return 1 if failed else 0
 

@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from alknet_firewall.config import WindowSettings
 from alknet_firewall.length_trend import WINDOW_TOKENS
-from alknet_firewall.model import DetectorModel
-from alknet_firewall.windows import iter_batches, tokenize_windows
+from alknet_firewall.model import DetectorModel, Pooling
+from alknet_firewall.windows import TokenBatch, Tokenized, iter_batches, tokenize_windows
 
 log = logging.getLogger(__name__)
 
@@ -62,32 +62,42 @@ class WindowFeatures:
         )
 
 
-def extract(
-    model: DetectorModel,
-    texts: Sequence[str],
-    windows: WindowSettings,
-    token_budget: int,
-    *,
-    progress: bool = False,
-) -> WindowFeatures:
-    """Run the model over all windows of `texts`, batched by token budget."""
+@dataclass(frozen=True)
+class PreparedWindows:
+    """Texts cut into windows and packed into model inputs: all `extract` does before the
+    model, so that one thread can prepare the next texts while the model reads these."""
+
+    tokenized: Tokenized
+    batches: list[TokenBatch]
+
+    @property
+    def real_tokens(self) -> int:
+        return sum(batch.real_tokens for batch in self.batches)
+
+
+def prepare_windows(
+    model: DetectorModel, texts: Sequence[str], windows: WindowSettings, token_budget: int
+) -> PreparedWindows:
+    """Tokenise `texts` into windows and pack them into token-budget batches."""
     if not texts:  # the tokenizer refuses an empty batch
-        return WindowFeatures(
-            {},
-            np.zeros(0, dtype=np.int64),
-            np.zeros((0, 2), dtype=np.int64),
-            np.zeros(0, dtype=np.int64),
-        )
+        return PreparedWindows(Tokenized([], []), [])
     tokenized = tokenize_windows(model.tokenizer, texts, windows.size, windows.stride)
-    found = tokenized.windows
-    views: dict[str, np.ndarray] = {}
-    total_tokens = sum(len(window.token_ids) for window in found)
     suffix = model.frame.suffix if model.frame else None
+    batches = list(iter_batches(tokenized.windows, model.tokenizer, token_budget, suffix))
+    return PreparedWindows(tokenized, batches)
+
+
+def extract_prepared(
+    model: DetectorModel, prepared: PreparedWindows, pooling: Pooling, *, progress: bool = False
+) -> WindowFeatures:
+    """Run the model over prepared windows."""
+    found = prepared.tokenized.windows
+    views: dict[str, np.ndarray] = {}
     with tqdm(
-        total=total_tokens, unit="tok", unit_scale=True, disable=not progress, leave=False
+        total=prepared.real_tokens, unit="tok", unit_scale=True, disable=not progress, leave=False
     ) as bar:
-        for batch in iter_batches(found, model.tokenizer, token_budget, suffix):
-            for name, array in model.views(batch, windows.pooling).items():
+        for batch in prepared.batches:
+            for name, array in model.views(batch, pooling).items():
                 if name not in views:
                     views[name] = np.zeros((len(found), array.shape[1]), dtype=np.float32)
                 views[name][batch.windows] = array
@@ -98,8 +108,21 @@ def extract(
         views=views,
         doc=np.array([window.doc for window in found], dtype=np.int64),
         spans=np.array([(w.char_start, w.char_end) for w in found], dtype=np.int64).reshape(-1, 2),
-        tokens_per_doc=np.array(tokenized.tokens_per_doc, dtype=np.int64),
+        tokens_per_doc=np.array(prepared.tokenized.tokens_per_doc, dtype=np.int64),
     )
+
+
+def extract(
+    model: DetectorModel,
+    texts: Sequence[str],
+    windows: WindowSettings,
+    token_budget: int,
+    *,
+    progress: bool = False,
+) -> WindowFeatures:
+    """Run the model over all windows of `texts`, batched by token budget."""
+    prepared = prepare_windows(model, texts, windows, token_budget)
+    return extract_prepared(model, prepared, windows.pooling, progress=progress)
 
 
 def cached_extract(

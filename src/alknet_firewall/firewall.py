@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import numpy as np
 from alknet_firewall.codebook import Codebook
 from alknet_firewall.codebook_settings import fitted_settings
 from alknet_firewall.config import Settings, load_settings
-from alknet_firewall.features import extract
+from alknet_firewall.features import PreparedWindows, extract_prepared, prepare_windows
 from alknet_firewall.model import DetectorModel, TransformersDetector, forward_token_budget
 from alknet_firewall.schema import Alarm, Decision, Verdict
 from alknet_firewall.scoring import DocumentScores, score_documents
@@ -20,6 +22,16 @@ PACKAGED_CODEBOOK = Path(__file__).parent / "data" / "codebook"
 # Scores are reported to 4 decimals: beyond that they carry float noise from batch
 # composition (other padding widths, other matmul blocking), not information.
 SCORE_DECIMALS = 4
+
+
+@dataclass(frozen=True)
+class PreparedTexts:
+    """Texts ready for the model (`Firewall.prepare`): the refused ones' error verdicts,
+    where the others are, and their windows."""
+
+    refusals: list[Verdict | None]
+    todo: list[int]  # positions of the texts that go through the model
+    windows: PreparedWindows
 
 
 class Firewall:
@@ -32,6 +44,12 @@ class Firewall:
         self.model = model
         self.codebook = codebook
         self.settings = fitted_settings(settings, codebook.meta)
+        # A fast tokenizer raises "Already borrowed" when one thread changes its settings
+        # while another encodes (huggingface/tokenizers#537, transformers#47085). Ours never
+        # change, but a pipeline prepares on one thread while a failed batch's halves are
+        # prepared again on another, and a tokenizer version that resets them per call
+        # would then fail at random: one lock costs nothing beside the model.
+        self._tokenizer_lock = threading.Lock()
 
     @classmethod
     def from_settings(
@@ -68,19 +86,30 @@ class Firewall:
         A text that cannot be screened (not a string, empty, over the length limit) gets an
         error verdict; the others are screened as usual.
         """
-        verdicts: list[Verdict | None] = [self._refuse(text) for text in texts]
-        todo = [i for i, verdict in enumerate(verdicts) if verdict is None]
-        if todo:
-            features = extract(
-                self.model,
-                [texts[i] for i in todo],
-                self.settings.windows,
-                self.token_budget,
-                progress=progress,
+        return self.screen_prepared(self.prepare(texts), progress=progress)
+
+    def prepare(self, texts: Sequence[str]) -> PreparedTexts:
+        """The model-free half of `screen_batch`: refuse what cannot be screened, tokenise
+        and plan the rest. Thread-safe, so a pipeline can prepare the next texts on another
+        thread while `screen_prepared` runs the model on these."""
+        refusals = [self._refuse(text) for text in texts]
+        todo = [i for i, verdict in enumerate(refusals) if verdict is None]
+        with self._tokenizer_lock:
+            windows = prepare_windows(
+                self.model, [texts[i] for i in todo], self.settings.windows, self.token_budget
+            )
+        return PreparedTexts(refusals, todo, windows)
+
+    def screen_prepared(self, prepared: PreparedTexts, *, progress: bool = False) -> list[Verdict]:
+        """The model half of `screen_batch`: one verdict per prepared text, in order."""
+        verdicts = list(prepared.refusals)
+        if prepared.todo:
+            features = extract_prepared(
+                self.model, prepared.windows, self.settings.windows.pooling, progress=progress
             )
             scores = score_documents(self.codebook, features)
             windows = np.bincount(features.doc, minlength=features.n_docs)
-            for row, index in enumerate(todo):
+            for row, index in enumerate(prepared.todo):
                 verdicts[index] = self._verdict(
                     scores, row, int(features.tokens_per_doc[row]), int(windows[row])
                 )
@@ -88,7 +117,8 @@ class Firewall:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Text tokens per text, as the model counts them (for batching by token budget)."""
-        encoded = self.model.tokenizer(list(texts), add_special_tokens=False, verbose=False)
+        with self._tokenizer_lock:
+            encoded = self.model.tokenizer(list(texts), add_special_tokens=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
     def _refuse(self, text: object) -> Verdict | None:

@@ -95,6 +95,7 @@ def eager_batcher(
     on_overrun: Callable[[float], None] = lambda _seconds: None,
     on_start: Callable[[list[object]], None] = lambda _tags: None,
     on_end: Callable[[list[object]], None] = lambda _tags: None,
+    prepare: Callable[[Sequence[str]], Callable[[], list[Verdict]]] | None = None,
 ) -> MicroBatcher:
     """A micro-batcher for tests of what surrounds it: passes start at once (no wait for
     more texts), the time limit is far away, and callbacks do nothing unless given."""
@@ -108,6 +109,7 @@ def eager_batcher(
         on_overrun=on_overrun,
         on_start=on_start,
         on_end=on_end,
+        prepare=prepare,
     )
 
 

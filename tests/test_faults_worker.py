@@ -1,12 +1,14 @@
 """Worker faults: a poison document that hangs its forward pass past the time limit or
-kills its worker outright, a document over the length limit sent through the queue.
+kills its worker outright (in the forward pass, or while its batch is tokenised ahead),
+a document over the length limit sent through the queue.
 (SIGKILL mid-batch and a model that raises are covered in tests/test_queue_e2e.py.)
 
 The poison uses the fake model of queue_helpers with one change, made in the worker
 process through the worker's own seam (`WorkerApp(load_screener=...)`): a batch that
-holds "HANG" never returns, one that holds "CRASH" ends the process at once. Production
-code has no hook for either; the watchdog (`[queue.worker].batch_time_limit_s`), the
-split of a redelivered chunk and the delivery cap are what is under test.
+holds "HANG" never returns, one that holds "CRASH" ends the process at once, and so does
+preparing one that holds "TOKBOOM". Production code has no hook for any; the watchdog
+(`[queue.worker].batch_time_limit_s`), the split of a redelivered chunk and the delivery
+cap are what is under test.
 """
 
 from __future__ import annotations
@@ -52,14 +54,24 @@ CRASH_EXIT_CODE = 77  # what a worker killed by the "CRASH" text exits with
 
 class HangingScreener(FakeScreener):
     """The fake model, except that a forward pass holding "HANG" never ends and one
-    holding "CRASH" ends the process (as a segfault or an OOM kill would)."""
+    holding "CRASH" ends the process (as a segfault or an OOM kill would). Like the
+    firewall it has a model-free half, which the worker runs a batch ahead: preparing a
+    batch that holds "TOKBOOM" ends the process too (a tokenizer that crashes)."""
+
+    def prepare(self, texts: Sequence[str]) -> list[str]:
+        if any("TOKBOOM" in t for t in texts):
+            os._exit(CRASH_EXIT_CODE)
+        return list(texts)
+
+    def screen_prepared(self, prepared: list[str]) -> list[Verdict]:
+        if any("HANG" in t for t in prepared):
+            time.sleep(3600)
+        if any("CRASH" in t for t in prepared):
+            os._exit(CRASH_EXIT_CODE)
+        return super().screen_batch(prepared)
 
     def screen_batch(self, texts: Sequence[str]) -> list[Verdict]:
-        if any("HANG" in t for t in texts):
-            time.sleep(3600)
-        if any("CRASH" in t for t in texts):
-            os._exit(CRASH_EXIT_CODE)
-        return super().screen_batch(texts)
+        return self.screen_prepared(self.prepare(texts))
 
 
 def hanging_worker_main() -> None:
@@ -107,7 +119,8 @@ def write_jsonl(path: Path, texts: list[str], prefix: str = "d") -> Path:
 
 
 @pytest.mark.parametrize(
-    ("poison", "exit_code"), [("HANG", OVERRUN_EXIT_CODE), ("CRASH", CRASH_EXIT_CODE)]
+    ("poison", "exit_code"),
+    [("HANG", OVERRUN_EXIT_CODE), ("CRASH", CRASH_EXIT_CODE), ("TOKBOOM", CRASH_EXIT_CODE)],
 )
 def test_a_poison_document_is_cornered_by_splitting_and_every_document_gets_one_verdict(
     tmp_path: Path, poison: str, exit_code: int

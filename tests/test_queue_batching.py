@@ -138,3 +138,102 @@ def test_the_watchdog_reports_a_forward_pass_over_the_time_limit() -> None:
     batcher.submit(["slow"])
     assert overrun.wait(timeout=3)
     batcher.close()
+
+
+class Preparing:
+    """A fake model in two halves: `prepare` records what it prepared and can be made to
+    wait; the pass it returns records the batch and can be made to wait too."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.release_first_pass = threading.Event()
+        self.second_prepared = threading.Event()
+
+    def prepare(self, texts: Sequence[str]) -> Callable[[], list[Verdict]]:
+        self.events.append(f"prepare {len(texts)}")
+        if texts[0] == "second":
+            self.second_prepared.set()
+
+        def run() -> list[Verdict]:
+            self.events.append(f"pass {len(texts)}")
+            if texts[0] == "first":
+                assert self.release_first_pass.wait(timeout=10)
+            return [fake_verdict(t) for t in texts]
+
+        return run
+
+    def screen_batch(self, texts: Sequence[str]) -> list[Verdict]:
+        self.events.append(f"unprepared {len(texts)}")
+        return [fake_verdict(t) for t in texts]
+
+
+def test_the_next_batch_is_prepared_while_this_one_is_screened() -> None:
+    model = Preparing()
+    batcher = eager_batcher(model.screen_batch, prepare=model.prepare)
+    try:
+        first = batcher.submit(["first"])
+        while "pass 1" not in model.events:  # the first pass has begun, and waits
+            time.sleep(0.01)
+        second = batcher.submit(["second", "and its mate"])
+        assert model.second_prepared.wait(timeout=10)  # prepared during the first pass
+        assert not first.done()
+        model.release_first_pass.set()
+        assert first.result(timeout=10) == [fake_verdict("first")]
+        assert second.result(timeout=10) == [fake_verdict("second"), fake_verdict("and its mate")]
+    finally:
+        model.release_first_pass.set()
+        batcher.close()
+    assert model.events == ["prepare 1", "pass 1", "prepare 2", "pass 2"]
+
+
+def test_a_suspect_is_prepared_inside_its_own_pass_never_ahead() -> None:
+    model = Preparing()
+    model.release_first_pass.set()
+    batcher = eager_batcher(model.screen_batch, prepare=model.prepare)
+    try:
+        assert batcher.submit(["a suspect"], solo=True).result(timeout=10) == [
+            fake_verdict("a suspect")
+        ]
+    finally:
+        batcher.close()
+    assert model.events == ["unprepared 1"]
+
+
+def test_a_preparation_is_counted_like_a_pass_and_a_failed_one_is_isolated() -> None:
+    counted: list[tuple[str, list[object]]] = []
+
+    def prepare(texts: Sequence[str]) -> Callable[[], list[Verdict]]:
+        raise ValueError("the fake tokenizer chokes")
+
+    screener = FakeScreener()
+    batcher = eager_batcher(
+        screener.screen_batch,
+        prepare=prepare,
+        on_start=lambda tags: counted.append(("start", tags)),
+        on_end=lambda tags: counted.append(("end", tags)),
+    )
+    try:
+        result = batcher.submit(["one", "two"], tag="m").result(timeout=10)
+    finally:
+        batcher.close()
+    assert result == [fake_verdict("one"), fake_verdict("two")]  # screened unprepared
+    assert counted == [("start", ["m"]), ("end", ["m"]), ("start", ["m"]), ("end", ["m"])]
+    assert screener.batches == [2]
+
+
+def test_the_watchdog_reports_a_preparation_over_the_time_limit() -> None:
+    overrun = threading.Event()
+
+    def prepare(texts: Sequence[str]) -> Callable[[], list[Verdict]]:
+        time.sleep(1.0)
+        return lambda: [fake_verdict(t) for t in texts]
+
+    batcher = eager_batcher(
+        FakeScreener().screen_batch,
+        prepare=prepare,
+        time_limit_s=0.3,
+        on_overrun=lambda seconds: overrun.set(),
+    )
+    batcher.submit(["slow to tokenise"])
+    assert overrun.wait(timeout=3)
+    batcher.close()

@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from celery.concurrency import get_implementation
@@ -32,7 +33,7 @@ from alknet_firewall.queue.keys import Keys
 from alknet_firewall.queue.message import ScreenChunk
 from alknet_firewall.queue.redrive import Redrive
 from alknet_firewall.queue.store import ResultStore
-from alknet_firewall.screening import Screener
+from alknet_firewall.screening import PreparingScreener, Screener, prepared_run
 from alknet_firewall_worker import heartbeat, metrics
 from alknet_firewall_worker.batching import MicroBatcher
 from alknet_firewall_worker.screening import Screening
@@ -91,6 +92,10 @@ def start(app: FirewallApp, load_screener: ScreenerFactory = load_firewall) -> R
     store = ResultStore.from_settings(q)
     batcher = MicroBatcher(
         screener.screen_batch,
+        # the next batch tokenised while this one is screened, where the screener can
+        prepare=partial(prepared_run, screener)
+        if isinstance(screener, PreparingScreener)
+        else None,
         token_budget=q.batch.document_tokens,
         max_parcels=q.worker.concurrency,
         # A solo worker runs one task at a time: waiting for batch-mates only adds delay.

@@ -48,12 +48,20 @@ def instant_verdicts(texts: Sequence[str]) -> list[Verdict]:
 
 
 class InstantScreener:
-    """A screener that returns at once: the queue's cost is all that is left."""
+    """A screener that returns at once: the queue's cost is all that is left. It has the
+    firewall's two halves, so the worker prepares each batch ahead as it does for the
+    firewall, with the Redis round trips that counting a preparation costs."""
 
     codebook_version = "instant-1"
 
     def screen_batch(self, texts: Sequence[str]) -> list[Verdict]:
         return instant_verdicts(texts)
+
+    def prepare(self, texts: Sequence[str]) -> Sequence[str]:
+        return texts
+
+    def screen_prepared(self, prepared: Sequence[str]) -> list[Verdict]:
+        return instant_verdicts(prepared)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         # Only read by queue versions that budget batches by counted tokens.

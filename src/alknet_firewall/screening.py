@@ -125,7 +125,6 @@ def prepared_run(screener: Screener, texts: Sequence[str]) -> Callable[[], list[
 class ScreenPlan:
     """A chunk of records read, looked up in the cache, and its other texts prepared."""
 
-    records: Sequence[Record]
     rows: list[dict[str, Any] | None]  # unreadable and cached records' rows, in place
     todo: list[tuple[int, Document]]  # the records the model screens, by position
     run: Callable[[], list[Verdict]]  # screens the todo texts (`prepared_run`)
@@ -166,7 +165,7 @@ class ScreeningService:
             else:
                 todo.append((i, record))
         run = prepared_run(self.screener, [doc.text for _, doc in todo])
-        return ScreenPlan(records, rows, todo, run)
+        return ScreenPlan(rows, todo, run)
 
     def finish(self, plan: ScreenPlan) -> list[dict[str, Any]]:
         """Screen a plan's remaining texts (isolating failures) and fill in their rows."""

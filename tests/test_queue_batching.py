@@ -151,7 +151,7 @@ class Preparing:
 
     def prepare(self, texts: Sequence[str]) -> Callable[[], list[Verdict]]:
         self.events.append(f"prepare {len(texts)}")
-        if texts[0] == "second":
+        if texts[0].startswith("second"):
             self.second_prepared.set()
 
         def run() -> list[Verdict]:
@@ -174,16 +174,41 @@ def test_the_next_batch_is_prepared_while_this_one_is_screened() -> None:
         first = batcher.submit(["first"])
         while "pass 1" not in model.events:  # the first pass has begun, and waits
             time.sleep(0.01)
-        second = batcher.submit(["second", "and its mate"])
+        # a batch that fills the budget (1,000 tokens) closes at once, and is prepared
+        second_texts = ["second " + chars(600), chars(400)]
+        second = batcher.submit(second_texts)
         assert model.second_prepared.wait(timeout=10)  # prepared during the first pass
         assert not first.done()
         model.release_first_pass.set()
         assert first.result(timeout=10) == [fake_verdict("first")]
-        assert second.result(timeout=10) == [fake_verdict("second"), fake_verdict("and its mate")]
+        assert second.result(timeout=10) == [fake_verdict(t) for t in second_texts]
     finally:
         model.release_first_pass.set()
         batcher.close()
     assert model.events == ["prepare 1", "pass 1", "prepare 2", "pass 2"]
+
+
+def test_while_the_model_is_busy_the_next_batch_waits_for_it_past_its_max_wait() -> None:
+    model = Preparing()
+    batcher = eager_batcher(model.screen_batch, prepare=model.prepare, max_wait_s=0.05)
+    try:
+        first = batcher.submit(["first"])
+        while "pass 1" not in model.events:
+            time.sleep(0.01)
+        later = []
+        for i in range(3):  # 0.15 s apart: three times the max wait
+            later.append(batcher.submit([f"later {i}"]))
+            time.sleep(0.15)
+        assert not model.second_prepared.is_set() and "prepare 3" not in model.events
+        model.release_first_pass.set()
+        assert first.result(timeout=10) == [fake_verdict("first")]
+        assert [f.result(timeout=10) for f in later] == [
+            [fake_verdict(f"later {i}")] for i in range(3)
+        ]
+    finally:
+        model.release_first_pass.set()
+        batcher.close()
+    assert model.events == ["prepare 1", "pass 1", "prepare 3", "pass 3"]  # one batch of 3
 
 
 def test_a_suspect_is_prepared_inside_its_own_pass_never_ahead() -> None:

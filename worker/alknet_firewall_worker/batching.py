@@ -11,10 +11,12 @@ collects the next only once the runner has taken it.
 A batch closes when its documents reach the token budget (estimated from characters, so
 no text is tokenised just to plan a batch), or hold `max_parcels` parcels (the number
 of task threads: no more can arrive), or `max_wait` after its first parcel arrived, so a
-lone message waits at most `max_wait`. What arrived while the preparer waited for the
-runner is picked up at once (its wait has already run out), so under load batches fill
-to the budget with no added delay. A parcel is never cut: one larger than the budget is
-a batch of its own, and the model cuts its forward passes by [batching] token_budget.
+lone message waits at most `max_wait`. A batch past its max wait while the model is
+still busy with the batch before keeps collecting until the model is free (closing it
+sooner would only make it smaller), so under load batches fill to the budget with no
+added delay, and one that fills during a pass is prepared during it. A parcel is never
+cut: one larger than the budget is a batch of its own, and the model cuts its forward
+passes by [batching] token_budget.
 
 Why our own batcher and not celery-batches: every message keeps its own late ack, and
 batches are cut by tokens, not by a count of messages; celery-batches acks a whole batch
@@ -78,6 +80,9 @@ class _Parcel:
     future: Future[list[Result]] = field(default_factory=Future)
 
 
+# How often a batch past its max wait looks whether the model is free to take it.
+BUSY_POLL_S = 0.005
+
 Run = Callable[[], list[Verdict]]  # screens a prepared batch (`prepared_run`)
 
 
@@ -120,6 +125,7 @@ class MicroBatcher:
         self._inbox: queue.SimpleQueue[_Parcel | None] = queue.SimpleQueue()
         self._ready: queue.SimpleQueue[_Ready | None] = queue.SimpleQueue()
         self._taken = threading.Semaphore(0)  # released as the runner takes a ready batch
+        self._runner_idle = threading.Event()  # the runner waits for a batch
         self._carry: _Parcel | None = None  # arrived, but did not fit the last batch
         self._busy_since: float | None = None  # the forward pass in progress
         self._preparing_since: float | None = None  # the preparation in progress
@@ -163,7 +169,9 @@ class MicroBatcher:
 
     def _run_loop(self) -> None:
         while not self._closed.is_set():
+            self._runner_idle.set()
             ready = self._ready.get()
+            self._runner_idle.clear()
             if ready is None or self._closed.is_set():
                 return
             self._taken.release()
@@ -202,10 +210,17 @@ class MicroBatcher:
         batch, used = [first], first.tokens
         deadline = first.arrived + self._max_wait
         while not first.solo and used < self._budget and len(batch) < self._max_parcels:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                if self._runner_idle.is_set():
+                    break
+                # The model is still busy with the batch before: closing now would only
+                # cut this one short (on CPU, a small batch wastes its fixed row blocks).
+                wait = BUSY_POLL_S
             try:
-                item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._inbox.get(timeout=wait)
             except queue.Empty:
-                break
+                continue
             if item is None:
                 break
             if item.solo or used + item.tokens > self._budget:

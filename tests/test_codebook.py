@@ -12,6 +12,8 @@ import pytest
 
 from alknet_firewall.build import build_codebook
 from alknet_firewall.codebook import Codebook, CodebookError
+from alknet_firewall.codebook_fit import density_weights
+from alknet_firewall.config import CodebookSettings
 from alknet_firewall.density import fit_log_density, lookup
 from alknet_firewall.features import extract
 from alknet_firewall.firewall import Firewall
@@ -30,6 +32,22 @@ def test_spline_density_integrates_to_one_and_peaks_at_the_mode() -> None:
     assert abs(nodes[np.argmax(table)] - 1.0) < 0.15
     far = lookup(table[None], np.array([-2.0]), np.array([4.0]), np.array([[100.0]]))
     assert np.isfinite(far).all()  # beyond the grid: the edge value, never -inf
+
+
+def test_a_weighted_value_counts_like_as_many_copies() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.normal(0.0, 1.0, size=4)
+    weighted = fit_log_density(values, -3.0, 3.0, 64, 1.0, np.array([2.0, 1.0, 1.0, 0.0]))
+    copies = fit_log_density(values[[0, 0, 1, 2]], -3.0, 3.0, 64, 1.0)
+    np.testing.assert_allclose(weighted, copies, rtol=1e-5, atol=1e-5)
+
+
+def test_each_document_weighs_the_same_in_the_densities_unless_asked_by_window() -> None:
+    window_doc = np.array([0, 0, 0, 1, 2, 2])
+    by_document = density_weights(window_doc, CodebookSettings())
+    np.testing.assert_allclose(by_document, [1 / 3, 1 / 3, 1 / 3, 1, 0.5, 0.5])
+    by_window = density_weights(window_doc, CodebookSettings(density_weights="window"))
+    np.testing.assert_array_equal(by_window, np.ones(6))
 
 
 def test_metrics_on_known_scores() -> None:

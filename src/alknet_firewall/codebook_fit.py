@@ -68,13 +68,16 @@ def fit_codebook(
         )
     tokens = features.views[WINDOW_TOKENS][density_rows]
     benign = window_class[density_rows] == 0
+    weights = density_weights(features.doc[density_rows], settings)
     for name in settings.views:
         vectors = features.views[name][density_rows]
         if settings.length_adjust:
             trend = fit_length_trend(vectors[benign], tokens[benign])
             tensors[f"{name}.length_trend"] = trend
             vectors = remove_length_trend(vectors, trend, tokens)
-        tensors |= fit_view(name, vectors, window_class[density_rows], len(signals) + 1, settings)
+        tensors |= fit_view(
+            name, vectors, window_class[density_rows], len(signals) + 1, settings, weights
+        )
 
     meta = CodebookMeta(
         model_id=model.model_id,
@@ -119,6 +122,21 @@ def signal_of(kind: str, settings: CodebookSettings) -> str:
     return kind if settings.signals == "per_kind" else "attack"
 
 
+def density_weights(window_doc: np.ndarray, settings: CodebookSettings) -> np.ndarray:
+    """Each density window's weight: 1, or with `density_weights = "document"` one over
+    its document's count of density windows, so that every document weighs the same.
+
+    Counted by window, a 2,000-token jailbreak template weighs as much as twenty
+    one-window injections and a long cheat sheet as much as twenty chat messages: the
+    densities then learn what long documents of a few sources look like. By document,
+    held-out AUROC rose from 0.862 to 0.870 and TPR at 1% FPR from 23.2% to 27.9%, at each
+    of four split seeds (bench/EXPLORE.md, twelfth stop)."""
+    if settings.density_weights == "window":
+        return np.ones(len(window_doc))
+    _, inverse, counts = np.unique(window_doc, return_inverse=True, return_counts=True)
+    return np.asarray(1.0 / counts[inverse])
+
+
 def window_classes(
     features: WindowFeatures, doc_class: np.ndarray, payloads: Sequence[Span | None]
 ) -> np.ndarray:
@@ -156,8 +174,11 @@ def fit_view(
     classes: np.ndarray,
     n_classes: int,
     settings: CodebookSettings,
+    weights: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Basis, per-component densities per class and residual statistics for one view."""
+    """Basis, per-component densities per class and residual statistics for one view.
+    `weights` (per row) weigh the rows in the densities only."""
+    weights = np.ones(len(vectors)) if weights is None else weights
     mean = vectors.mean(axis=0)
     # Standardise per dimension: a few residual-stream dimensions carry huge, uninformative
     # magnitudes that would otherwise take over the basis.
@@ -177,6 +198,9 @@ def fit_view(
     tables = np.zeros((n_classes, basis.shape[1], settings.grid_points), dtype=np.float32)
     for klass in range(n_classes):
         members = coords[classes == klass]
+        member_weights = weights[classes == klass]
+        if member_weights.size:  # mean 1 within the class: the prior weighs the same
+            member_weights = member_weights / member_weights.mean()
         for component in range(basis.shape[1]):
             tables[klass, component] = fit_log_density(
                 members[:, component],
@@ -184,6 +208,7 @@ def fit_view(
                 float(high[component]),
                 settings.grid_points,
                 settings.smoothing,
+                member_weights,
             )
     benign_residual = np.linalg.norm(standard - coords @ basis.T, axis=1)[classes == 0]
     log_residual = np.log(benign_residual + 1e-6)

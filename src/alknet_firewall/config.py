@@ -102,6 +102,7 @@ class CodebookSettings(Section):
     novelty: bool = False
     discriminant: bool = True
     length_adjust: bool = True
+    density_weights: Literal["window", "document"] = "document"
     flag_fpr: float = Field(default=0.015, gt=0.0, lt=0.5)
     block_fpr: float = Field(default=0.001, gt=0.0, lt=0.5)
     calibration_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)

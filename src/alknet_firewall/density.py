@@ -19,15 +19,22 @@ def grid_bounds(values: np.ndarray, margin: float = 0.25) -> tuple[np.ndarray, n
 
 
 def fit_log_density(
-    values: np.ndarray, low: float, high: float, points: int, smoothing: float
+    values: np.ndarray,
+    low: float,
+    high: float,
+    points: int,
+    smoothing: float,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Smoothed log-density of `values` at `points` evenly spaced grid nodes in [low, high].
 
     Values outside the grid count at its ends. The prior (one pseudo-observation spread
     evenly) keeps empty bins finite, so a value unseen in training gives a bounded score.
+    `weights` (one per value, mean 1 so that the prior weighs the same) make some values
+    count more than others.
     """
     edges = np.linspace(low, high, points + 1)
-    counts, _ = np.histogram(np.clip(values, low, high), bins=edges)
+    counts, _ = np.histogram(np.clip(values, low, high), bins=edges, weights=weights)
     width = (high - low) / points
     prior = 1.0 / points
     density = (counts + prior) / ((counts.sum() + 1.0) * width)

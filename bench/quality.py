@@ -391,7 +391,8 @@ def render(
         f"{', '.join(c.views)}, novelty {'on' if c.novelty else 'off'}, discriminant axis "
         f"{'on' if c.discriminant else 'off'}, length trend "
         f"{'taken out' if c.length_adjust else 'kept'}, rank {c.rank}, "
-        f"smoothing {c.smoothing}, flag at {c.flag_fpr:.1%} benign FPR. Sample: at most "
+        f"smoothing {c.smoothing}, densities weighted by {c.density_weights}, "
+        f"flag at {c.flag_fpr:.1%} benign FPR. Sample: at most "
         f"{args.per_file} rows per corpus file (seed {c.seed}) and "
         f"{args.poison_per_group} poisoned documents per attack group with their clean "
         f"twins: {len(rows)} rows, {int((hosts != '').sum())} synthetic.",

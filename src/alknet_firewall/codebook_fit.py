@@ -129,8 +129,8 @@ def density_weights(window_doc: np.ndarray, settings: CodebookSettings) -> np.nd
     Counted by window, a 2,000-token jailbreak template weighs as much as twenty
     one-window injections and a long cheat sheet as much as twenty chat messages: the
     densities then learn what long documents of a few sources look like. By document,
-    held-out AUROC rose from 0.862 to 0.870 and TPR at 1% FPR from 23.2% to 27.9%, at each
-    of four split seeds (bench/EXPLORE.md, twelfth stop)."""
+    held-out AUROC rose from 0.863 to 0.871 and TPR at 1% FPR from 20.4% to 25.9% (means
+    of eight split seeds; bench/QUALITY.md, bench/EXPLORE.md twelfth stop)."""
     if settings.density_weights == "window":
         return np.ones(len(window_doc))
     _, inverse, counts = np.unique(window_doc, return_inverse=True, return_counts=True)

@@ -102,6 +102,8 @@ def variants(layers: list[int]) -> list[Variant]:
         ),
         Variant("cb-71bff6805201: attention, mean8, mean16", {"views": chosen}),
         Variant("shipped", {}),  # the config defaults: + max16
+        # each window weighing 1 in the densities, as before the twelfth stop
+        Variant("shipped, densities by window", {"density_weights": "window"}),
         Variant("attention, shipped settings", {"views": ["attention"]}),
         # each dimension's maximum over the window beside (or instead of) its mean
         Variant("attention + max8, max16", {"views": ["attention", "max8", "max16"]}),

@@ -174,11 +174,10 @@ def fit_view(
     classes: np.ndarray,
     n_classes: int,
     settings: CodebookSettings,
-    weights: np.ndarray | None = None,
+    weights: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Basis, per-component densities per class and residual statistics for one view.
-    `weights` (per row) weigh the rows in the densities only."""
-    weights = np.ones(len(vectors)) if weights is None else weights
+    `weights` (per row, `density_weights`) weigh the rows in the densities only."""
     mean = vectors.mean(axis=0)
     # Standardise per dimension: a few residual-stream dimensions carry huge, uninformative
     # magnitudes that would otherwise take over the basis.
